@@ -1,0 +1,105 @@
+"""The Nested Hash Layer: one linear map whose output prefixes are the codes of every length.
+
+For code lengths L_1 < ... < L_K the layer holds a single ``Linear(in_features, L_K)``; the L_k-bit
+continuous code is the first L_k outputs (weight rows and bias sliced alike), so every shorter code is a
+prefix of every longer one (METHOD.md §2.2). There is no activation: each hashing loss applies its own
+tanh/clamp/normalisation, as in the reference implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["NestedHashLayer", "SeparateHashHeads", "validate_code_lengths"]
+
+
+def validate_code_lengths(code_lengths: Sequence[int]) -> tuple[int, ...]:
+    """Return ``code_lengths`` as a tuple, or raise ``ValueError`` saying what is wrong with it."""
+    try:
+        lengths = tuple(code_lengths)
+    except TypeError:
+        raise ValueError(f"code_lengths must be a sequence of ints, got {code_lengths!r}") from None
+    if not lengths:
+        raise ValueError("code_lengths must hold at least one length, got an empty sequence")
+    for length in lengths:
+        if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
+            raise ValueError(f"code_lengths must be positive ints, got {length!r} in {lengths}")
+    for short, long in zip(lengths, lengths[1:]):
+        if long <= short:
+            raise ValueError(
+                f"code_lengths must be strictly increasing (each code is a prefix of the next), "
+                f"got {lengths}: {long} follows {short}"
+            )
+    return lengths
+
+
+class NestedHashLayer(nn.Module):
+    """One ``Linear(in_features, max(code_lengths))`` emitting K nested continuous codes.
+
+    Parameters
+    ----------
+    in_features:
+        Width of the backbone features (``backbone.out_features``); never hard-coded.
+    code_lengths:
+        Strictly increasing positive code lengths, e.g. ``(8, 16, 32, 64, 128)``.
+
+    ``forward(x)`` returns a list of K tensors, the k-th of shape ``(B, code_lengths[k])`` and equal to the
+    first ``code_lengths[k]`` columns of the longest code. The weight is initialised N(0, 0.01²) and the bias
+    to zero, as in the reference.
+    """
+
+    def __init__(self, in_features: int, code_lengths: Sequence[int]) -> None:
+        super().__init__()
+        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features <= 0:
+            raise ValueError(f"in_features must be a positive int (the backbone's out_features), got {in_features!r}")
+        self.in_features = in_features
+        self.code_lengths = validate_code_lengths(code_lengths)
+        self.linear = nn.Linear(in_features, self.code_lengths[-1])
+        nn.init.normal_(self.linear.weight, mean=0.0, std=0.01)
+        nn.init.zeros_(self.linear.bias)
+
+    @property
+    def shared_weight(self) -> nn.Parameter:
+        """The weight matrix shared by all lengths, shape ``(max(code_lengths), in_features)``."""
+        return self.linear.weight
+
+    def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
+        if features.ndim != 2 or features.shape[1] != self.in_features:
+            raise ValueError(
+                f"NestedHashLayer expects features of shape (batch, {self.in_features}), got {tuple(features.shape)}"
+            )
+        longest = self.linear(features)
+        return [longest[:, :length] for length in self.code_lengths]
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, code_lengths={self.code_lengths}"
+
+
+class SeparateHashHeads(nn.Module):
+    """K independent, non-nested ``Linear(in_features, L_k)`` heads on one shared backbone.
+
+    The ``heads`` control of the study (the reference's early "RML" variant): it shares the backbone like
+    NHL but gives every length its own weights, isolating the effect of nesting. Same initialisation as
+    :class:`NestedHashLayer`. It has no single shared weight, so gradient-conflict statistics do not apply.
+    """
+
+    def __init__(self, in_features: int, code_lengths: Sequence[int]) -> None:
+        super().__init__()
+        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features <= 0:
+            raise ValueError(f"in_features must be a positive int (the backbone's out_features), got {in_features!r}")
+        self.in_features = in_features
+        self.code_lengths = validate_code_lengths(code_lengths)
+        self.heads = nn.ModuleList(nn.Linear(in_features, length) for length in self.code_lengths)
+        for head in self.heads:
+            nn.init.normal_(head.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
+        if features.ndim != 2 or features.shape[1] != self.in_features:
+            raise ValueError(
+                f"SeparateHashHeads expects features of shape (batch, {self.in_features}), got {tuple(features.shape)}"
+            )
+        return [head(features) for head in self.heads]

@@ -1,0 +1,242 @@
+"""Per-length loss weights: uniform, static, and the gradient-conflict ("dominance-aware") rule of NHL.
+
+The conflict rule (METHOD.md §2.3), for code lengths L_1 < ... < L_K and g_k = ∂O_k/∂W, the gradient of length
+k's objective with respect to the shared hash weight W (shape (L_K, d)):
+
+1. for every pair s < l, compare the gradients on the rows the shorter code owns, W[:L_s]:
+   δ_{s,l} = ⟨g_s[:L_s], g_l[:L_s]⟩ (and the cosine, logged only);
+2. threshold τ_s = β·n_s²/(K−1), where n_s = ‖g_s[:L_s]‖ (``threshold_norm="own"``, the evident intent) or
+   ‖g_1[:L_s]‖ = ‖g_1‖ (``"shortest"``, what the released code computes);
+3. α_{s,l} = τ_s/(−δ_{s,l}) when δ_{s,l} < 0 and −δ_{s,l} > τ_s, else 1;
+4. cap: α_{s,l} ← min(α_{s,l}, α_{s,s+1}) for l ≥ s+2 (the adjacent pair's factor, not a running minimum);
+5. w_1 = 1, w_l = ∏_{s<l} α_{s,l} (a product down each column of the α table);
+6. normalise w ← K·w/Σw, so the weights sum to K; they are constants (no gradient flows through them).
+
+Gradients are taken with ``torch.autograd.grad`` with respect to the shared weight only: autograd then walks the
+loss and the head, never the backbone, and no ``.grad`` is written, so nothing stale reaches the optimizer step
+(the released code leaves one; METHOD.md §2.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from nhllib.nested import validate_code_lengths
+
+__all__ = [
+    "ConflictStats",
+    "conflict_weights",
+    "weights_from_alpha",
+    "WeightingStrategy",
+    "Uniform",
+    "Static",
+    "ConflictAware",
+    "THRESHOLD_NORMS",
+]
+
+THRESHOLD_NORMS = ("own", "shortest")
+
+
+@dataclass(frozen=True)
+class ConflictStats:
+    """Per-pair statistics of one step; every matrix is (K, K) and meaningful above the diagonal (s < l).
+
+    ``dot[s, l]`` and ``cosine[s, l]`` compare g_s and g_l on the first L_s rows; ``conflict[s, l]`` is
+    ``dot < 0``; ``alpha[s, l]`` is the capped scale factor; ``raw_weights`` are the products before
+    normalisation and ``weights`` the normalised weights (sum K). Tensors are detached and stay on the
+    gradients' device, so collecting them costs no host synchronisation.
+    """
+
+    code_lengths: tuple[int, ...]
+    dot: torch.Tensor
+    cosine: torch.Tensor
+    conflict: torch.Tensor
+    alpha: torch.Tensor
+    raw_weights: torch.Tensor
+    weights: torch.Tensor
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """The (s, l) index pairs with s < l."""
+        k = len(self.code_lengths)
+        return [(s, l) for s in range(k) for l in range(s + 1, k)]
+
+
+def conflict_weights(
+    grads: Sequence[torch.Tensor],
+    code_lengths: Sequence[int],
+    beta: float = 1.0,
+    threshold_norm: str = "own",
+) -> tuple[torch.Tensor, ConflictStats]:
+    """Apply the NHL conflict rule to per-length gradients of the shared weight; see the module docstring.
+
+    Returns ``(weights, stats)``: ``weights`` a detached float tensor of K entries summing to K.
+    """
+    lengths = validate_code_lengths(code_lengths)
+    k = len(lengths)
+    if len(grads) != k:
+        raise ValueError(f"grads must hold one gradient per code length ({k}), got {len(grads)}")
+    if threshold_norm not in THRESHOLD_NORMS:
+        raise ValueError(f"threshold_norm must be one of {THRESHOLD_NORMS}, got {threshold_norm!r}")
+    if not beta > 0:
+        raise ValueError(f"beta must be positive, got {beta!r}")
+    for idx, grad in enumerate(grads):
+        if grad.ndim != 2 or grad.shape[0] < lengths[-1]:
+            raise ValueError(
+                f"grads[{idx}] must be the gradient of the shared weight, shape ({lengths[-1]}, in_features), "
+                f"got {tuple(grad.shape)}"
+            )
+    grads = [g.detach().float() for g in grads]
+    device = grads[0].device
+    dot = torch.zeros(k, k, device=device)
+    cosine = torch.zeros(k, k, device=device)
+    alpha = torch.ones(k, k, device=device)
+    for s in range(k - 1):
+        rows = lengths[s]
+        short = grads[s][:rows].flatten()
+        reference = short if threshold_norm == "own" else grads[0][:rows].flatten()
+        tau = beta * reference.pow(2).sum() / (k - 1)
+        longer = torch.stack([grads[l][:rows].flatten() for l in range(s + 1, k)])
+        dots = longer @ short
+        norms = longer.norm(dim=1) * short.norm()
+        dot[s, s + 1 :] = dots
+        cosine[s, s + 1 :] = torch.where(norms > 0, dots / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
+        # α = τ/(−δ) only where the longer objective pulls against the shorter one by more than its share τ.
+        damp = (dots < 0) & (-dots > tau)
+        alpha[s, s + 1 :] = torch.where(damp, tau / (-dots).clamp_min(torch.finfo(dots.dtype).tiny), 1.0)
+    alpha, raw_weights, weights = weights_from_alpha(alpha)
+    stats = ConflictStats(lengths, dot, cosine, dot < 0, alpha, raw_weights, weights)
+    return weights, stats
+
+
+def weights_from_alpha(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Steps 4-6 of the rule: cap, product down each column, normalisation to sum K.
+
+    ``alpha`` is the (K, K) table of uncapped factors (read above the diagonal). Returns the capped table,
+    the raw products and the normalised weights.
+    """
+    k = alpha.shape[0]
+    if alpha.shape != (k, k):
+        raise ValueError(f"alpha must be a square (K, K) table, got {tuple(alpha.shape)}")
+    capped = alpha.clone()
+    for s in range(k - 2):
+        capped[s, s + 2 :] = torch.minimum(capped[s, s + 2 :], capped[s, s + 1])
+    # w_l = Π_{s<l} α_{s,l}: the product down column l of the strict upper triangle.
+    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=alpha.device), diagonal=1)
+    raw_weights = torch.where(upper, capped, torch.ones_like(capped)).prod(dim=0)
+    weights = k * raw_weights / raw_weights.sum()
+    return capped, raw_weights, weights
+
+
+class WeightingStrategy:
+    """Interface used by training: ``strategy(objectives, shared_weight) -> detached weights (K,)``.
+
+    ``objectives`` are the K per-length objectives of the current step (0-dim tensors stacked, still attached to
+    the graph); ``shared_weight`` is the nested layer's weight, or None when the head has none (``heads``).
+    ``last_stats`` holds the most recent :class:`ConflictStats` (None when none was computed this step).
+    """
+
+    needs_shared_weight = False
+
+    def __init__(self) -> None:
+        self.last_stats: ConflictStats | None = None
+
+    def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Uniform(WeightingStrategy):
+    """All weights 1: the plain sum of the per-length objectives (the paper's "w/o A")."""
+
+    def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None) -> torch.Tensor:
+        self.last_stats = None
+        return torch.ones(objectives.shape[0], device=objectives.device)
+
+
+class Static(WeightingStrategy):
+    """Fixed weights given by the user, e.g. the reference snapshot's heuristic (2.0, 1.5, 1.0); used as given."""
+
+    def __init__(self, weights: Sequence[float]) -> None:
+        super().__init__()
+        values = torch.as_tensor(list(weights), dtype=torch.float32)
+        if values.ndim != 1 or values.numel() == 0 or not torch.isfinite(values).all() or (values <= 0).any():
+            raise ValueError(f"Static weights must be a non-empty sequence of positive finite floats, got {weights!r}")
+        self.weights = values
+
+    def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None) -> torch.Tensor:
+        if objectives.shape[0] != self.weights.numel():
+            raise ValueError(
+                f"Static has {self.weights.numel()} weights but the model has {objectives.shape[0]} code lengths"
+            )
+        self.last_stats = None
+        return self.weights.to(objectives.device)
+
+
+class ConflictAware(WeightingStrategy):
+    """The NHL gradient-conflict weighting, or a monitor of conflicts that applies uniform weights.
+
+    Parameters
+    ----------
+    code_lengths:
+        The nested lengths, shortest first.
+    beta, threshold_norm:
+        See :func:`conflict_weights`.
+    apply:
+        True: return the conflict weights (the paper's "A"). False: monitor only; compute and expose the
+        statistics but return ones, so conflicts can be measured in runs that do not reweight.
+    every:
+        Compute the statistics every ``every``-th call; in between, reuse the last weights (``apply=True``)
+        or ones, and set ``last_stats`` to None.
+    """
+
+    needs_shared_weight = True
+
+    def __init__(
+        self,
+        code_lengths: Sequence[int],
+        beta: float = 1.0,
+        threshold_norm: str = "own",
+        apply: bool = True,
+        every: int = 1,
+    ) -> None:
+        super().__init__()
+        self.code_lengths = validate_code_lengths(code_lengths)
+        if threshold_norm not in THRESHOLD_NORMS:
+            raise ValueError(f"threshold_norm must be one of {THRESHOLD_NORMS}, got {threshold_norm!r}")
+        if not beta > 0:
+            raise ValueError(f"beta must be positive, got {beta!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive int, got {every!r}")
+        self.beta = float(beta)
+        self.threshold_norm = threshold_norm
+        self.apply = apply
+        self.every = every
+        self._calls = 0
+        self._last_weights: torch.Tensor | None = None
+
+    def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None) -> torch.Tensor:
+        if shared_weight is None:
+            raise ValueError("ConflictAware needs the nested layer's shared weight; this head has none (heads variant?)")
+        k = objectives.shape[0]
+        if k != len(self.code_lengths):
+            raise ValueError(f"ConflictAware was built for {len(self.code_lengths)} lengths, got {k} objectives")
+        ones = torch.ones(k, device=objectives.device)
+        compute = self._calls % self.every == 0
+        self._calls += 1
+        if not compute or k == 1:
+            self.last_stats = None
+            if self.apply and self._last_weights is not None:
+                return self._last_weights
+            return ones
+        grads = [
+            torch.autograd.grad(objectives[i], shared_weight, retain_graph=True, allow_unused=True)[0]
+            for i in range(k)
+        ]
+        grads = [torch.zeros_like(shared_weight) if g is None else g for g in grads]
+        weights, self.last_stats = conflict_weights(grads, self.code_lengths, self.beta, self.threshold_norm)
+        if not self.apply:
+            return ones
+        self._last_weights = weights
+        return weights
