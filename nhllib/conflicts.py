@@ -1,0 +1,54 @@
+"""Per-epoch aggregation of gradient-conflict statistics (kept on the device; one transfer per epoch)."""
+
+from __future__ import annotations
+
+import torch
+
+from nhllib.weighting import ConflictStats
+
+__all__ = ["ConflictLog", "CONFLICT_COLUMNS"]
+
+CONFLICT_COLUMNS = [
+    "epoch", "short_length", "long_length", "steps", "conflict_rate", "mean_cosine", "mean_dot", "mean_alpha",
+]
+
+
+class ConflictLog:
+    """Accumulate :class:`ConflictStats` of many steps; ``end_epoch`` turns them into tidy rows."""
+
+    def __init__(self, code_lengths: tuple[int, ...]) -> None:
+        self.code_lengths = code_lengths
+        self.rows: list[dict] = []
+        self.weight_rows: list[dict] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._steps = 0
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def add(self, stats: ConflictStats) -> None:
+        values = {
+            "conflict": stats.conflict.float(),
+            "cosine": stats.cosine,
+            "dot": stats.dot,
+            "alpha": stats.alpha,
+            "weights": stats.weights,
+        }
+        for name, value in values.items():
+            self._sums[name] = self._sums[name] + value if name in self._sums else value.clone()
+        self._steps += 1
+
+    def end_epoch(self, epoch: int) -> None:
+        if self._steps:
+            means = {name: (total / self._steps).cpu() for name, total in self._sums.items()}
+            lengths = self.code_lengths
+            for s in range(len(lengths)):
+                for l in range(s + 1, len(lengths)):
+                    self.rows.append({
+                        "epoch": epoch, "short_length": lengths[s], "long_length": lengths[l], "steps": self._steps,
+                        "conflict_rate": float(means["conflict"][s, l]), "mean_cosine": float(means["cosine"][s, l]),
+                        "mean_dot": float(means["dot"][s, l]), "mean_alpha": float(means["alpha"][s, l]),
+                    })
+            for k, length in enumerate(lengths):
+                self.weight_rows.append({"epoch": epoch, "code_length": length, "weight": float(means["weights"][k])})
+        self._reset()

@@ -1,0 +1,38 @@
+"""A hashing model: a backbone whose features feed a (nested or separate-heads) hash head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["HashingModel"]
+
+
+class HashingModel(nn.Module):
+    """``forward(x)`` returns the list of K continuous codes, shortest first.
+
+    ``head`` is a :class:`~nhllib.nested.NestedHashLayer` (one length is K = 1) or a
+    :class:`~nhllib.nested.SeparateHashHeads`; ``backbone`` must expose ``out_features``.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        width = getattr(backbone, "out_features", None)
+        if width != getattr(head, "in_features", None):
+            raise ValueError(
+                f"the head expects {getattr(head, 'in_features', None)} features but the backbone gives {width}"
+            )
+        self.backbone = backbone
+        self.head = head
+
+    @property
+    def code_lengths(self) -> tuple[int, ...]:
+        return self.head.code_lengths
+
+    @property
+    def shared_weight(self) -> nn.Parameter | None:
+        """The nested layer's shared weight, or None for separate heads."""
+        return getattr(self.head, "shared_weight", None)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.head(self.backbone(images))

@@ -1,0 +1,236 @@
+"""One training loop for single-length and nested hashing models.
+
+``fit`` never looks at a method name: it receives one loss object per code length, a weighting strategy and a
+distillation weight. Its pieces (``train_epoch``, ``evaluate_model``) are separate functions so that a
+distributed driver can reuse them; ``fit`` keeps no global state and writes nothing to disk (the caller does,
+once, through :mod:`nhllib.results`).
+
+Protocol choices (METHOD.md §4 lists the reference's flaws they avoid):
+- model selection and early stopping on the **validation** split only (mean mAP over lengths); the query split
+  is evaluated at the same moments and reported for the best-validation evaluation and for the last one;
+- training-loop wall time (device-synchronised) is kept apart from evaluation time;
+- a non-finite objective stops the run with an error naming the epoch, step and code length.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nhllib.conflicts import ConflictLog
+from nhllib.distill import cascade_distillation
+from nhllib.evaluate import encode, evaluate_nested
+from nhllib.model import HashingModel
+from nhllib.utils import synchronize
+from nhllib.weighting import ConflictAware, WeightingStrategy
+
+__all__ = ["TrainSettings", "FitResult", "NonFiniteLossError", "fit", "train_epoch", "evaluate_model"]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The objective became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 30
+    eval_every: int = 2
+    patience: int = 3  # evaluations without improvement before stopping; 0: never stop early
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    distill_weight: float = 0.0  # λ; 0 switches distillation off
+    amp: bool = False  # mixed precision (CUDA only)
+    topk: int | None = None
+    ties: str = "expected"
+    progress: bool = True
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)  # long rows: epoch, code_length, split, metric, value
+    conflicts: ConflictLog | None = None
+    best_epoch: int = 0
+    best_state: dict | None = None
+    val_map_best: dict[int, float] = field(default_factory=dict)
+    query_map_best: dict[int, float] = field(default_factory=dict)
+    query_map_last: dict[int, float] = field(default_factory=dict)
+    epochs_run: int = 0
+    train_time_s: float = 0.0
+    eval_time_s: float = 0.0
+    train_steps: int = 0
+    stopped_early: bool = False
+
+
+def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill_weight: float):
+    images, labels, index = batch
+    codes = model(images)
+    per_length = torch.stack([loss(code, labels, index) for loss, code in zip(losses, codes)])
+    if distill_weight > 0 and len(codes) > 1:
+        distill = cascade_distillation(codes)
+        # O_k = ℓ_k + λ D_k for k < K and O_K = ℓ_K: every length keeps its own loss (the release drops ℓ_K).
+        per_length = per_length + distill_weight * torch.cat([distill, distill.new_zeros(1)])
+    return per_length
+
+
+def _check_finite(objectives: torch.Tensor, lengths: Sequence[int], epoch: int, step: int) -> None:
+    finite = torch.isfinite(objectives)
+    if not bool(finite.all()):
+        bad = [(lengths[k], float(objectives[k])) for k in range(len(lengths)) if not bool(finite[k])]
+        raise NonFiniteLossError(
+            f"non-finite objective at epoch {epoch}, step {step}: "
+            + ", ".join(f"code length {length} -> {value}" for length, value in bad)
+        )
+
+
+def train_epoch(
+    model: HashingModel,
+    losses: Sequence[nn.Module],
+    loader,
+    optimizer: torch.optim.Optimizer,
+    weighting: WeightingStrategy,
+    settings: TrainSettings,
+    epoch: int,
+    device: torch.device,
+    conflict_log: ConflictLog | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean per-length objectives and the step count."""
+    model.train()
+    for loss in losses:
+        loss.train()
+    lengths = model.code_lengths
+    totals = torch.zeros(len(lengths), device=device)
+    steps = 0
+    iterator = loader
+    if settings.progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(loader, desc=f"epoch {epoch}", leave=False, unit="batch")
+    for step, batch in enumerate(iterator):
+        batch = tuple(t.to(device, non_blocking=True) for t in batch)
+        with torch.autocast(device_type=device.type, enabled=scaler is not None):
+            objectives = _objectives(model, losses, batch, settings.distill_weight)
+        objectives = objectives.float()
+        _check_finite(objectives, lengths, epoch, step)
+        weights = weighting(objectives, model.shared_weight)
+        if conflict_log is not None and weighting.last_stats is not None:
+            conflict_log.add(weighting.last_stats)
+        total = (weights * objectives).sum()
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            total.backward()
+            optimizer.step()
+        totals += objectives.detach()
+        steps += 1
+    if steps == 0:
+        raise ValueError("the training loader yielded no batch; check the split sizes and batch_size")
+    means = (totals / steps).cpu()
+    return {"steps": steps, **{f"objective_{length}": float(means[k]) for k, length in enumerate(lengths)}}
+
+
+def evaluate_model(model: HashingModel, data, device: torch.device, topk: int | None, ties: str,
+                   splits: Sequence[str] = ("validation", "query")) -> dict[str, dict[int, float]]:
+    """mAP per code length of each query split against the database; the database is encoded once."""
+    db_codes, db_labels = encode(model, data.database, device)
+    out = {}
+    for split in splits:
+        loader = getattr(data, split)
+        if loader is None:
+            continue
+        codes, labels = encode(model, loader, device)
+        out[split] = evaluate_nested(codes, labels, db_codes, db_labels, topk=topk, ties=ties)
+    return out
+
+
+def fit(
+    model: HashingModel,
+    losses: Sequence[nn.Module],
+    data,
+    settings: TrainSettings,
+    weighting: WeightingStrategy,
+    device: torch.device,
+) -> FitResult:
+    """Train ``model`` with one loss per code length; early-stop on validation mAP; see the module docstring.
+
+    ``data`` provides ``train``, ``validation`` (may be None), ``query`` and ``database`` loaders yielding
+    ``(images, multi-hot labels, index)``. Returns the history, timings, conflict log and the best state.
+    """
+    if len(losses) != len(model.code_lengths):
+        raise ValueError(f"need one loss per code length {model.code_lengths}, got {len(losses)} losses")
+    model.to(device)
+    for loss in losses:
+        loss.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if settings.amp and device.type == "cuda" else None
+    monitors = isinstance(weighting, ConflictAware)
+    result = FitResult(conflicts=ConflictLog(model.code_lengths) if monitors else None)
+    selection_split = "validation" if data.validation is not None else None
+    best_score, evaluations_without_gain = -float("inf"), 0
+
+    for epoch in range(1, settings.epochs + 1):
+        for loss in losses:
+            loss.set_epoch(epoch)
+        synchronize(device)
+        start = time.perf_counter()
+        epoch_log = train_epoch(model, losses, data.train, optimizer, weighting, settings, epoch, device,
+                                result.conflicts, scaler)
+        synchronize(device)
+        epoch_time = time.perf_counter() - start
+        result.train_time_s += epoch_time
+        result.train_steps += epoch_log["steps"]
+        result.epochs_run = epoch
+        result.history.append(_row(epoch, None, "train", "train_time_s", epoch_time))
+        for length in model.code_lengths:
+            result.history.append(_row(epoch, length, "train", "objective", epoch_log[f"objective_{length}"]))
+        if result.conflicts is not None:
+            result.conflicts.end_epoch(epoch)
+            for row in result.conflicts.weight_rows[-len(model.code_lengths):]:
+                result.history.append(_row(epoch, row["code_length"], "train", "weight", row["weight"]))
+
+        if epoch % settings.eval_every and epoch != settings.epochs:
+            continue
+        start = time.perf_counter()
+        scores = evaluate_model(model, data, device, settings.topk, settings.ties)
+        eval_time = time.perf_counter() - start
+        result.eval_time_s += eval_time
+        result.history.append(_row(epoch, None, "eval", "eval_time_s", eval_time))
+        for split, per_length in scores.items():
+            for length, value in per_length.items():
+                result.history.append(_row(epoch, length, split, "map", value))
+        result.query_map_last = scores["query"]
+        # Never select on the query split: without a validation split the last evaluation is taken.
+        score = _mean(scores[selection_split]) if selection_split else float(epoch)
+        logger.info("epoch %d: selection score %.4f (%.1fs train, %.1fs eval)", epoch, score, epoch_time, eval_time)
+        if score > best_score:
+            best_score, evaluations_without_gain = score, 0
+            result.best_epoch = epoch
+            result.val_map_best = scores.get("validation", {})
+            result.query_map_best = scores["query"]
+            result.best_state = copy.deepcopy(model.state_dict())
+        else:
+            evaluations_without_gain += 1
+            if settings.patience and evaluations_without_gain >= settings.patience:
+                result.stopped_early = True
+                logger.info("early stop at epoch %d (best epoch %d)", epoch, result.best_epoch)
+                break
+    return result
+
+
+def _mean(values: dict[int, float]) -> float:
+    return sum(values.values()) / len(values)
+
+
+def _row(epoch: int, code_length: int | None, split: str, metric: str, value: float) -> dict:
+    return {"epoch": epoch, "code_length": code_length, "split": split, "metric": metric, "value": value}
