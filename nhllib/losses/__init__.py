@@ -1,0 +1,93 @@
+"""Ten deep-hashing losses of the NHL reference code, behind one contract and one registry.
+
+``LOSSES`` maps a method name to its class; :func:`build_loss` is the only place a method string
+becomes code. Every loss is built as ``LossClass(code_length, num_classes, num_train, *, seed=0,
+**paper_hparams)`` and called as ``loss(u, y, index)`` with the continuous codes ``u`` (B, L), the
+float multi-hot labels ``y`` (B, C) and the training-set indices ``index`` (B,); it returns a
+0-dim tensor. Hyper-parameter names and reference defaults:
+
+======  ==============================  =====================================================
+name    hyper-parameters (default)      notes
+======  ==============================  =====================================================
+csq     lam=1e-4                        Hadamard centres
+dbdh    alpha=0.1, p=2                  memory bank
+dch     gamma=20, lam=0.1               in-batch
+dhn     alpha=0.1                       memory bank
+dpn     m=1, p=0.5                      random targets
+dsh     m=2L (None), alpha=0.1          memory bank
+dtsh    alpha=5, lam=1                  in-batch triplets
+lcdsh   lam=3                           in-batch
+mdsh    lam=1e-4                        single-label only; as released (no pair loss)
+shcir   lam=1e-4, m=0                   single-label only
+======  ==============================  =====================================================
+
+One loss object serves one code length; a nested model builds one per length.
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from .base import HashLoss, MemoryBankLoss
+from .csq import CSQLoss
+from .dbdh import DBDHLoss
+from .dch import DCHLoss
+from .dhn import DHNLoss
+from .dpn import DPNLoss
+from .dsh import DSHLoss
+from .dtsh import DTSHLoss
+from .lcdsh import LCDSHLoss
+from .mdsh import MDSHLoss
+from .shcir import SHCIRLoss
+
+LOSSES: Mapping[str, type[HashLoss]] = MappingProxyType({
+    "csq": CSQLoss,
+    "dbdh": DBDHLoss,
+    "dch": DCHLoss,
+    "dhn": DHNLoss,
+    "dpn": DPNLoss,
+    "dsh": DSHLoss,
+    "dtsh": DTSHLoss,
+    "lcdsh": LCDSHLoss,
+    "mdsh": MDSHLoss,
+    "shcir": SHCIRLoss,
+})
+
+
+def loss_hparams(name: str) -> dict[str, Any]:
+    """The keyword hyper-parameters of loss ``name`` with their defaults (``seed`` included)."""
+    cls = _lookup(name)
+    return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def build_loss(name: str, code_length: int, num_classes: int, num_train: int,
+               **hparams: Any) -> HashLoss:
+    """Build the loss registered as ``name`` for one code length.
+
+    Raises ``KeyError`` (listing the valid names) for an unknown ``name`` and ``TypeError``
+    (listing the valid hyper-parameters) for an unknown keyword.
+    """
+    cls = _lookup(name)
+    valid = loss_hparams(name)
+    unknown = sorted(set(hparams) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown hyper-parameter(s) for loss {name!r}: {', '.join(unknown)}; "
+                        f"valid: {', '.join(sorted(valid))}")
+    return cls(code_length, num_classes, num_train, **hparams)
+
+
+def _lookup(name: str) -> type[HashLoss]:
+    try:
+        return LOSSES[name]
+    except (KeyError, TypeError):
+        raise KeyError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}") from None
+
+
+__all__ = [
+    "LOSSES", "build_loss", "loss_hparams", "HashLoss", "MemoryBankLoss",
+    "CSQLoss", "DBDHLoss", "DCHLoss", "DHNLoss", "DPNLoss", "DSHLoss", "DTSHLoss", "LCDSHLoss",
+    "MDSHLoss", "SHCIRLoss",
+]

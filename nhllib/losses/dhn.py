@@ -1,0 +1,47 @@
+"""DHN: Deep Hashing Network.
+
+Zhu, Long, Wang, Cao. "Deep Hashing Network for Efficient Similarity Retrieval", AAAI 2016.
+Implemented as in the NHL reference code (``bit_length/DHN.py``)::
+
+    write (u, y) into the bank at index
+    theta = u U^T / 2  (B x num_train, no clamp);  s_ij = 1[y_i . Y_j > 0]
+    loss = mean_ij[log(1 + e^{-|theta|}) + max(theta, 0) - s theta] + alpha * mean log cosh(|u| - 1)
+
+The bank (``U``, ``Y`` buffers, zero at start) is written before the loss and the pairwise term is
+averaged over the whole bank, unvisited zero rows included. Bank writes happen only in training
+mode (the reference also wrote test codes into it, METHOD.md section 6 item 7). ``log cosh`` is
+evaluated in an overflow-free form with the same value where the reference's is finite.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import MemoryBankLoss, check_float, logistic_pair_nll, pairwise_similarity
+
+
+def _log_cosh(x: Tensor) -> Tensor:
+    ax = x.abs()
+    return ax + torch.log1p(torch.exp(-2 * ax)) - math.log(2.0)
+
+
+class DHNLoss(MemoryBankLoss):
+    """DHN loss; ``alpha`` weighs the log-cosh quantisation term (reference 0.1)."""
+
+    method_name = "DHN"
+
+    def __init__(self, code_length: int, num_classes: int, num_train: int, *, seed: int = 0,
+                 alpha: float = 0.1) -> None:
+        super().__init__(code_length, num_classes, num_train, seed=seed)
+        self.alpha = check_float("alpha", alpha, minimum=0.0)
+
+    def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        bank_u, bank_y = self._bank(u, y, index)
+        s = pairwise_similarity(y, bank_y).to(u.dtype)
+        theta = 0.5 * (u @ bank_u.t())
+        likelihood = logistic_pair_nll(theta, s).mean()
+        quantization = _log_cosh(u.abs() - 1).mean()
+        return likelihood + self.alpha * quantization
