@@ -26,13 +26,15 @@ class ConflictLog:
         self._steps = 0
         self._sums: dict[str, torch.Tensor] = {}
 
-    def add(self, stats: ConflictStats) -> None:
+    def add(self, stats: ConflictStats, applied: torch.Tensor) -> None:
+        """``applied`` are the weights the step used: the rule's, or ones when only monitoring."""
         values = {
             "conflict": stats.conflict.float(),
             "cosine": stats.cosine,
             "dot": stats.dot,
             "alpha": stats.alpha,
-            "weights": stats.weights,
+            "weights": applied.detach().float(),
+            "rule_weights": stats.weights,
         }
         for name, value in values.items():
             self._sums[name] = self._sums[name] + value if name in self._sums else value.clone()
@@ -50,5 +52,6 @@ class ConflictLog:
                         "mean_dot": float(means["dot"][s, l]), "mean_alpha": float(means["alpha"][s, l]),
                     })
             for k, length in enumerate(lengths):
-                self.weight_rows.append({"epoch": epoch, "code_length": length, "weight": float(means["weights"][k])})
+                self.weight_rows.append({"epoch": epoch, "code_length": length, "weight": float(means["weights"][k]),
+                                         "rule_weight": float(means["rule_weights"][k])})
         self._reset()

@@ -18,7 +18,6 @@ import torch
 from nhllib.backbones import build_backbone
 from nhllib.config import VARIANTS, RunConfig
 from nhllib.data import SplitSpec, load_hashing_data
-from nhllib.evaluate import encode
 from nhllib.final_eval import final_evaluation
 from nhllib.losses import build_loss
 from nhllib.model import HashingModel
@@ -149,23 +148,23 @@ def run_experiment(cfg: RunConfig, results_root: str | Path = "results", overwri
         store.write_rows("conflicts.csv", result.conflicts.rows, CONFLICT_COLUMNS)
     store.write_json("timing.json", {**run_level, "train_time_per_epoch_s": result.train_time_s / result.epochs_run})
     if save_codes:
-        _save_codes(store, built)
+        _save_codes(store, final, built.model.code_lengths)
     store.mark_complete()
     logger.info("run %s complete: %s", cfg.run_id, {k: round(v, 4) for k, v in result.query_map_best.items()})
     return store.path
 
 
-def _save_codes(store: RunStore, built: BuiltRun) -> None:
+def _save_codes(store: RunStore, final, code_lengths) -> None:
     """Packed query and database codes of the longest length (for retrieval experiments), atomically."""
-    query_codes, query_labels = encode(built.model, built.data.query, built.device)
-    db_codes, db_labels = encode(built.model, built.data.database, built.device)
+    query_codes, query_labels = final.codes["query"]
+    db_codes, db_labels = final.codes["database"]
     longest = max(query_codes)
     target = store.path / "codes.npz"
     tmp = store.path / ".codes.tmp.npz"
     np.savez_compressed(
         tmp, query_codes=np.packbits(query_codes[longest].numpy() > 0, axis=1),
         db_codes=np.packbits(db_codes[longest].numpy() > 0, axis=1), code_length=longest,
-        code_lengths=np.array(built.model.code_lengths), query_labels=query_labels.numpy().astype(np.uint8),
+        code_lengths=np.array(code_lengths), query_labels=query_labels.numpy().astype(np.uint8),
         db_labels=db_labels.numpy().astype(np.uint8),
     )
     tmp.replace(target)

@@ -29,12 +29,13 @@ P_AT_K = (1, 5, 10, 20, 50, 100, 200, 500, 1000)
 class FinalEvaluation:
     scalars: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> code length -> value
     curves: list[dict] = field(default_factory=list)  # rows: code_length, curve, x, precision, recall
+    codes: dict[str, tuple[dict[int, torch.Tensor], torch.Tensor]] = field(default_factory=dict)  # split -> codes
 
 
 def final_evaluation(model, data, device: torch.device, topk: int | None = None) -> FinalEvaluation:
     query_codes, query_labels = encode(model, data.query, device)
     db_codes, db_labels = encode(model, data.database, device)
-    out = FinalEvaluation()
+    out = FinalEvaluation(codes={"query": (query_codes, query_labels), "database": (db_codes, db_labels)})
     for name, ties in TIE_METRICS.items():
         out.scalars[name] = evaluate_nested(query_codes, query_labels, db_codes, db_labels, topk=topk, ties=ties)
     ks = [k for k in P_AT_K if k <= len(db_labels)]
@@ -49,9 +50,9 @@ def final_evaluation(model, data, device: torch.device, topk: int | None = None)
                                "recall": float("nan")})
         if 100 in ks:
             out.scalars["p_at_100"][length] = float(p_at[ks.index(100)])
-        precision, recall = precision_recall_curve(*args)
-        for radius, (p, r) in enumerate(zip(precision, recall)):
-            out.curves.append({"code_length": length, "curve": "pr", "x": radius, "precision": float(p),
+        curve = precision_recall_curve(*args)
+        for radius, p, r in zip(curve["radius"], curve["precision"], curve["recall"]):
+            out.curves.append({"code_length": length, "curve": "pr", "x": int(radius), "precision": float(p),
                                "recall": float(r)})
     if not out.scalars["p_at_100"]:
         del out.scalars["p_at_100"]

@@ -23,7 +23,7 @@ __all__ = ["RunStore", "RunExistsError", "load_results", "load_runs", "complete_
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "COMPLETE"
-KEEP_ON_RESET = (".ipynb",)  # the executed notebook is being written by papermill while the run resets
+KEEP_ON_RESET = (".ipynb", ".log", ".yaml")  # papermill is writing these while the run resets
 
 
 class RunExistsError(FileExistsError):

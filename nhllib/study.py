@@ -5,7 +5,8 @@ A profile is a YAML file (``studies/<profile>.yaml``)::
 
     study: default              # results/<study>/
     defaults: {epochs: 30, ...}   # RunConfig fields shared by every run
-    analysis: {conflict_method: csq}  # parameters of the analysis notebooks
+    analysis:                   # parameters of the analysis notebooks, per notebook
+      04_retrieval.ipynb: {method: csq}
     grid:
       - variant: separate         # plain keys: fixed for this block
         sweep:                    # cartesian product of these lists
@@ -23,13 +24,16 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import os
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nhllib.config import RunConfig
+from nhllib.config import VARIANTS, RunConfig
 from nhllib.results import RunStore
 
 __all__ = ["Profile", "load_profile", "expand_grid", "run_study", "main", "PROFILES_DIR"]
@@ -90,14 +94,36 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
     return Profile(name, spec["study"], tuple(configs), spec.get("analysis", {}))
 
 
-def _execute(notebook: str, output: Path, parameters: dict[str, Any], cwd: Path) -> None:
-    import papermill
+class NotebookFailed(RuntimeError):
+    """papermill exited non-zero; the message holds the last line of its log."""
+
+
+def _execute(notebook: str, output: Path, parameters: dict[str, Any], cwd: Path, threads: int | None) -> None:
+    """Run one notebook through the papermill CLI in a subprocess.
+
+    A subprocess keeps every run's kernel noise in ``<output>.log`` (beside the executed notebook) instead of
+    the terminal, and lets several runs share the machine (``threads`` torch threads each).
+    """
+    import yaml
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(NOTEBOOKS_DIR / notebook), str(output), parameters=parameters, cwd=str(cwd),
-        kernel_name="python3", progress_bar=False, log_output=False,
-    )
+    params_file = output.with_suffix(".parameters.yaml")
+    params_file.write_text(yaml.safe_dump(parameters, sort_keys=False))
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    log = output.with_suffix(".log")
+    with open(log, "w") as handle:
+        done = subprocess.run(
+            [sys.executable, "-m", "papermill", str(NOTEBOOKS_DIR / notebook), str(output), "-f", str(params_file),
+             "--cwd", str(cwd), "-k", "python3", "--no-progress-bar"],
+            stdout=handle, stderr=subprocess.STDOUT, env=env, check=False,
+        )
+    params_file.unlink(missing_ok=True)
+    if done.returncode:
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "no output")
+        raise NotebookFailed(reason.strip())
 
 
 def _train_parameters(cfg: RunConfig, results_root: Path) -> dict[str, Any]:
@@ -107,39 +133,59 @@ def _train_parameters(cfg: RunConfig, results_root: Path) -> dict[str, Any]:
     return params
 
 
+def _label(number: int, total: int, cfg: RunConfig) -> str:
+    label = f"[{number}/{total}] {cfg.method} {cfg.variant} {'/'.join(map(str, cfg.code_lengths))} seed={cfg.seed}"
+    if VARIANTS[cfg.variant].distillation and cfg.distill_weight != RunConfig.distill_weight:
+        label += f" λ={cfg.distill_weight}"
+    return label
+
+
 def run_study(profile: Profile, results_root: Path, cwd: Path = PROJECT_ROOT, analysis_only: bool = False,
-              echo=print) -> list[str]:
-    """Run every missing run of ``profile`` then the analysis notebooks; returns the failures."""
+              jobs: int = 1, echo=print) -> list[str]:
+    """Run every missing run of ``profile`` (``jobs`` at a time) then the analysis notebooks.
+
+    Returns the failures; a failed run does not stop the others.
+    """
     failures: list[str] = []
     total = len(profile.configs)
     start_all = time.perf_counter()
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    pending = []
     for number, cfg in enumerate(profile.configs, start=1):
-        if analysis_only:
-            break
         store = RunStore(results_root, cfg.study, cfg.run_id)
-        label = f"[{number}/{total}] {cfg.method} {cfg.variant} {'/'.join(map(str, cfg.code_lengths))} seed={cfg.seed}"
-        if cfg.distill_weight != 1.0:
-            label += f" λ={cfg.distill_weight}"
-        if store.state == "complete":
-            echo(f"{label} ... done before, skipped")
+        if analysis_only:
             continue
+        if store.state == "complete":
+            echo(f"{_label(number, total, cfg)} ... done before, skipped")
+        else:
+            pending.append((number, cfg, store))
+
+    def train(item):
+        number, cfg, store = item
         start = time.perf_counter()
         try:
-            _execute(TRAIN_NOTEBOOK, store.path / TRAIN_NOTEBOOK, _train_parameters(cfg, results_root), cwd)
+            _execute(TRAIN_NOTEBOOK, store.path / TRAIN_NOTEBOOK, _train_parameters(cfg, results_root), cwd, threads)
+            return item, None, time.perf_counter() - start
         except Exception as err:  # noqa: BLE001 - one failed run must not stop the study
-            failures.append(f"{label}: {type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}")
-            echo(f"{label} ... FAILED after {time.perf_counter() - start:.0f} s (see {store.path / TRAIN_NOTEBOOK})")
-            continue
-        echo(f"{label} ... {time.perf_counter() - start:.0f} s")
+            return item, err, time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for (number, cfg, store), err, seconds in pool.map(train, pending):
+            label = _label(number, total, cfg)
+            if err is None:
+                echo(f"{label} ... {seconds:.0f} s")
+            else:
+                failures.append(f"{label}: {err}")
+                echo(f"{label} ... FAILED after {seconds:.0f} s (see {store.path / TRAIN_NOTEBOOK} and its .log)")
     analysis_dir = results_root / profile.study
     for notebook in ANALYSIS_NOTEBOOKS:
         start = time.perf_counter()
         params = {"study": profile.study, "results_root": str(results_root), **profile.analysis.get(notebook, {})}
         try:
-            _execute(notebook, analysis_dir / notebook, params, cwd)
+            _execute(notebook, analysis_dir / notebook, params, cwd, None)
         except Exception as err:  # noqa: BLE001
-            failures.append(f"{notebook}: {type(err).__name__}")
-            echo(f"[analysis] {notebook} ... FAILED (see {analysis_dir / notebook})")
+            failures.append(f"{notebook}: {err}")
+            echo(f"[analysis] {notebook} ... FAILED (see {analysis_dir / notebook} and its .log)")
             continue
         echo(f"[analysis] {notebook} ... {time.perf_counter() - start:.0f} s")
     echo(f"study {profile.study!r}: {total} runs, {len(failures)} failure(s), {time.perf_counter() - start_all:.0f} s")
@@ -151,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("profile", nargs="?", default="default", help="a profile name: " + ", ".join(available_profiles()))
     parser.add_argument("--results", default="results", help="results root (default: results)")
     parser.add_argument("--analysis-only", action="store_true", help="skip training; rerun the analysis notebooks")
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("NHL_JOBS", "2")),
+                        help="runs at a time, sharing the CPU cores (default 2, or $NHL_JOBS)")
     parser.add_argument("--list", action="store_true", help="list the runs of the profile and their state, then exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -164,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         for cfg in profile.configs:
             print(f"{RunStore(results_root, cfg.study, cfg.run_id).state:10s} {cfg.run_id}")
         return 0
-    failures = run_study(profile, results_root, analysis_only=args.analysis_only)
+    if args.jobs < 1:
+        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    failures = run_study(profile, results_root, analysis_only=args.analysis_only, jobs=args.jobs)
     if failures:
         print("failed:", *failures, sep="\n  ", file=sys.stderr)
         return 1

@@ -83,7 +83,7 @@ def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill
 def _check_finite(objectives: torch.Tensor, lengths: Sequence[int], epoch: int, step: int) -> None:
     finite = torch.isfinite(objectives)
     if not bool(finite.all()):
-        bad = [(lengths[k], float(objectives[k])) for k in range(len(lengths)) if not bool(finite[k])]
+        bad = [(lengths[k], float(objectives[k].detach())) for k in range(len(lengths)) if not bool(finite[k])]
         raise NonFiniteLossError(
             f"non-finite objective at epoch {epoch}, step {step}: "
             + ", ".join(f"code length {length} -> {value}" for length, value in bad)
@@ -122,7 +122,7 @@ def train_epoch(
         _check_finite(objectives, lengths, epoch, step)
         weights = weighting(objectives, model.shared_weight)
         if conflict_log is not None and weighting.last_stats is not None:
-            conflict_log.add(weighting.last_stats)
+            conflict_log.add(weighting.last_stats, weights)
         total = (weights * objectives).sum()
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -198,6 +198,7 @@ def fit(
             result.conflicts.end_epoch(epoch)
             for row in result.conflicts.weight_rows[-len(model.code_lengths):]:
                 result.history.append(_row(epoch, row["code_length"], "train", "weight", row["weight"]))
+                result.history.append(_row(epoch, row["code_length"], "train", "rule_weight", row["rule_weight"]))
 
         if epoch % settings.eval_every and epoch != settings.epochs:
             continue

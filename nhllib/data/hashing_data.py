@@ -1,0 +1,322 @@
+"""``load_hashing_data``: one call from a dataset name to train / validation / query / database loaders.
+
+Every loader yields ``(x float32 (B, C, H, W), y float32 multi-hot (B, num_classes), index long (B,))``, where
+``index`` is the position within that split. ``DATASETS`` maps each name to its builder; it is the only place a
+dataset name becomes code.
+
+Validation: pooled single-label sets (Fashion-MNIST, CIFAR-10) draw it per class and keep it out of the
+database (:mod:`nhllib.data.split`). List-file sets carve it from ``train.txt`` (``val_fraction``, seeded and
+saved); their official database usually contains the training images, hence the validation images too, so a
+validation-vs-database mAP there is optimistic; it is meant for model selection only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch.utils.data import DataLoader
+
+from .listfile import LIST_FILES, ListFileDataset, holdout_split, list_file_transform, parse_list_file
+from .loader import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, InMemoryLoader, channel_stats, one_hot
+from .pools import DATA_DIR_ENV, ImagePool, load_cifar10, load_fashion_mnist
+from .split import SPLIT_NAMES, SplitSpec, load_index_arrays, load_or_make_split, save_index_arrays
+
+logger = logging.getLogger(__name__)
+
+Normalization = Literal["auto", "dataset", "imagenet"]
+DEFAULT_SPLIT = SplitSpec()  # frozen, so sharing it as a default is safe
+
+
+@dataclass(frozen=True)
+class HashingData:
+    """The four loaders of a hashing benchmark plus the facts a model needs.
+
+    ``train`` is shuffled (seeded per epoch); the others keep a fixed order. ``num_train`` is the size of the
+    training split (memory-bank losses need it). ``split_path`` is the saved split file, ``source`` the folder
+    the images came from.
+    """
+
+    name: str
+    train: Iterable
+    validation: Iterable
+    query: Iterable
+    database: Iterable
+    num_classes: int
+    in_channels: int
+    image_size: int
+    num_train: int
+    split_path: Path | None
+    source: str
+
+    def sizes(self) -> dict[str, int]:
+        """Number of images of each split."""
+        return {part: _num_samples(getattr(self, part)) for part in ("train", "validation", "query", "database")}
+
+
+def _num_samples(loader: Iterable) -> int:
+    if isinstance(loader, InMemoryLoader):
+        return loader.num_samples
+    return len(loader.dataset)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """All arguments of :func:`load_hashing_data`, passed to a dataset builder."""
+
+    name: str
+    data_dir: Path
+    seed: int
+    split: SplitSpec = field(default_factory=SplitSpec)
+    root: Path | None = None
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    download: bool = False
+    image_size: int | None = None
+    resize_size: int | None = None
+    normalization: Normalization = "auto"
+    val_fraction: float = 0.1
+    num_workers: int = 0
+    device: torch.device | str | None = None
+    shuffle_seed: int | None = None  # seed of the training order; None: ``seed``
+
+    @property
+    def order_seed(self) -> int:
+        return self.seed if self.shuffle_seed is None else self.shuffle_seed
+
+
+def _train_drop_last(num_train: int, batch_size: int) -> bool:
+    # A final batch of one image breaks BatchNorm in training mode; dropping it (a different one each
+    # shuffled epoch) is harmless.
+    return num_train > batch_size and num_train % batch_size == 1
+
+
+# ---------------------------------------------------------------- pooled single-label sets
+
+
+def _pool_transform(pool: ImagePool, train_images: torch.Tensor, req: LoadRequest) -> tuple[BatchTransform, int, int]:
+    """The batch transform plus the resulting (channels, image size)."""
+    size = req.image_size if req.image_size is not None else int(pool.images.shape[-1])
+    mode = req.normalization
+    if mode == "auto":
+        mode = "imagenet" if req.image_size is not None else "dataset"
+    if mode == "imagenet":
+        # ImageNet statistics are per RGB channel, so grayscale is repeated to 3 channels here.
+        return BatchTransform(IMAGENET_MEAN, IMAGENET_STD, size=req.image_size, channels=3), 3, size
+    if mode == "dataset":
+        mean, std = channel_stats(train_images)  # training split only: no peeking at queries
+        return BatchTransform(mean, std, size=req.image_size), int(pool.images.shape[1]), size
+    raise ValueError(f"normalization must be 'auto', 'dataset' or 'imagenet', got {req.normalization!r}")
+
+
+def _build_pool_dataset(req: LoadRequest, load_pool: Callable[..., ImagePool]) -> HashingData:
+    pool = load_pool(root=req.root, data_dir=req.data_dir, download=req.download)
+    split, path = load_or_make_split(req.name, pool.labels, req.split, req.seed, req.data_dir)
+    labels = one_hot(torch.from_numpy(pool.labels), pool.num_classes)
+    images = {part: pool.images[torch.from_numpy(getattr(split, part))] for part in SPLIT_NAMES}
+    transform, channels, size = _pool_transform(pool, images["train"], req)
+
+    def make(part: str, shuffle: bool, batch_size: int, drop_last: bool = False) -> InMemoryLoader:
+        index = torch.from_numpy(getattr(split, part))
+        return InMemoryLoader(
+            images[part], labels[index], batch_size, shuffle=shuffle, seed=req.order_seed,
+            transform=transform, drop_last=drop_last, device=req.device,
+        )
+
+    num_train = len(split.train)
+    return HashingData(
+        name=req.name,
+        train=make("train", True, req.batch_size, _train_drop_last(num_train, req.batch_size)),
+        validation=make("validation", False, req.eval_batch_size),
+        query=make("query", False, req.eval_batch_size),
+        database=make("database", False, req.eval_batch_size),
+        num_classes=pool.num_classes,
+        in_channels=channels,
+        image_size=size,
+        num_train=num_train,
+        split_path=path,
+        source=pool.source,
+    )
+
+
+# ---------------------------------------------------------------- list-file sets
+
+
+def _find_list_root(req: LoadRequest) -> Path:
+    candidates: list[tuple[str, Path]] = []
+    if req.root is not None:
+        candidates.append(("root", Path(req.root)))
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        candidates += [(f"${DATA_DIR_ENV}", Path(env) / req.name), (f"${DATA_DIR_ENV}", Path(env))]
+    candidates.append(("data_dir", Path(req.data_dir) / req.name))
+    for label, folder in candidates:
+        if all((folder / f).is_file() for f in LIST_FILES.values()):
+            if req.root is not None and label != "root":
+                logger.warning("%s list files not found under root=%s; using %s", req.name, req.root, folder)
+            return folder
+    looked = "; ".join(f"{label}: {folder}" for label, folder in candidates)
+    raise FileNotFoundError(
+        f"{req.name}: no folder holds {', '.join(LIST_FILES.values())}. Looked in {looked}. Pass root= (or set "
+        f"{DATA_DIR_ENV}) to the dataset folder, or put it under <data_dir>/{req.name}/; image paths in the lists "
+        f"are relative to that folder. See data/README.md for the list-file format."
+    )
+
+
+def _build_list_dataset(req: LoadRequest) -> HashingData:
+    root = _find_list_root(req)
+    lists = {part: parse_list_file(root / name) for part, name in LIST_FILES.items()}
+    widths = {lf.num_classes for lf in lists.values()}
+    if len(widths) != 1:
+        detail = ", ".join(f"{lf.path}: {lf.num_classes}" for lf in lists.values())
+        raise ValueError(f"list files disagree on the number of label values ({detail})")
+    train_list = lists["train"]
+
+    # Validation is carved from train.txt; saved (and checked) like the pooled splits.
+    path = Path(req.data_dir) / "splits" / f"{req.name}_val{req.val_fraction:g}_seed{req.seed}.npz"
+    meta = {
+        "dataset": req.name,
+        "val_fraction": req.val_fraction,
+        "seed": int(req.seed),
+        "num_train_lines": len(train_list.images),
+        "train_list_sha256": hashlib.sha256(train_list.path.read_bytes()).hexdigest(),
+    }
+    if path.exists():
+        saved = load_index_arrays(path, ("train", "validation"), meta)
+        train_idx, val_idx = saved["train"], saved["validation"]
+    else:
+        train_idx, val_idx = holdout_split(len(train_list.images), req.val_fraction, req.seed)
+        save_index_arrays(path, {"train": train_idx, "validation": val_idx}, meta)
+
+    image_size = req.image_size if req.image_size is not None else 224
+    # The reference resizes to 256 before a 224 crop; keep that ratio for other sizes unless given.
+    resize_size = req.resize_size if req.resize_size is not None else round(image_size * 256 / 224)
+    train_tf = list_file_transform(True, image_size, resize_size)
+    eval_tf = list_file_transform(False, image_size, resize_size)
+    num_train = int(train_idx.size)
+
+    def make(dataset: ListFileDataset, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
+        generator = torch.Generator().manual_seed(req.order_seed) if shuffle else None
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last,
+            num_workers=req.num_workers, persistent_workers=req.num_workers > 0,
+        )
+
+    return HashingData(
+        name=req.name,
+        train=make(ListFileDataset(train_list, root, train_tf, train_idx), True, req.batch_size,
+                   _train_drop_last(num_train, req.batch_size)),
+        validation=make(ListFileDataset(train_list, root, eval_tf, val_idx), False, req.eval_batch_size),
+        query=make(ListFileDataset(lists["query"], root, eval_tf), False, req.eval_batch_size),
+        database=make(ListFileDataset(lists["database"], root, eval_tf), False, req.eval_batch_size),
+        num_classes=widths.pop(),
+        in_channels=3,
+        image_size=image_size,
+        num_train=num_train,
+        split_path=path,
+        source=str(root),
+    )
+
+
+#: Dataset name -> builder. List-file names are looked for in ``<data_dir>/<name>/``; ``listfile`` is any
+#: other dataset in that format (pass ``root=``).
+DATASETS: dict[str, Callable[[LoadRequest], HashingData]] = {
+    "fashion-mnist": partial(_build_pool_dataset, load_pool=load_fashion_mnist),
+    "cifar10": partial(_build_pool_dataset, load_pool=load_cifar10),
+    "imagenet100": _build_list_dataset,
+    "coco": _build_list_dataset,
+    "nuswide": _build_list_dataset,
+    "listfile": _build_list_dataset,
+}
+
+
+def load_hashing_data(
+    name: str,
+    *,
+    data_dir: str | Path,
+    seed: int,
+    split: SplitSpec = DEFAULT_SPLIT,
+    root: str | Path | None = None,
+    batch_size: int = 64,
+    eval_batch_size: int = 512,
+    download: bool = False,
+    image_size: int | None = None,
+    resize_size: int | None = None,
+    normalization: Normalization = "auto",
+    val_fraction: float = 0.1,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+    shuffle_seed: int | None = None,
+) -> HashingData:
+    """Load a hashing benchmark by name with a seeded, saved split.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`DATASETS`.
+    data_dir
+        Project data folder: datasets under ``<data_dir>/<name>/``, splits under ``<data_dir>/splits/``.
+    seed
+        Seed of the split and of the training order.
+    split
+        Per-class counts (pooled single-label sets only).
+    root
+        Folder holding the dataset's files; checked first (then ``$NHL_DATA_DIR``, ``data_dir``, ...).
+    batch_size, eval_batch_size
+        Training batch size; batch size of validation / query / database.
+    download
+        Let torchvision download Fashion-MNIST or CIFAR-10 into ``data_dir`` when no copy is found.
+    image_size
+        Pooled sets: resize every batch to this side (bilinear) for pretrained backbones; ``None`` keeps the
+        native size. List-file sets: crop size (default 224).
+    resize_size
+        List-file sets: side of the Resize before cropping (default ``image_size * 256 / 224``).
+    normalization
+        Pooled sets: ``"dataset"`` (per-channel mean/std of the training split), ``"imagenet"`` (ImageNet
+        statistics, grayscale repeated to 3 channels) or ``"auto"`` (imagenet when ``image_size`` is set).
+        List-file sets always use ImageNet statistics.
+    val_fraction
+        List-file sets: share of ``train.txt`` held out (seeded) for validation.
+    num_workers
+        List-file sets: DataLoader worker processes.
+    device
+        Pooled sets: device where batches are produced.
+    shuffle_seed
+        Seed of the training order (epoch e shuffles with shuffle_seed + e); ``None`` uses ``seed``. A study
+        keeps one split (``seed``) for all its runs and varies the order with the training seed.
+
+    Raises
+    ------
+    KeyError
+        For an unknown name (the message lists the valid ones).
+    """
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
+    for param, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{param} must be a positive int, got {value!r}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(f"image_size must be None or a positive int, got {image_size!r}")
+    if normalization not in ("auto", "dataset", "imagenet"):
+        raise ValueError(f"normalization must be 'auto', 'dataset' or 'imagenet', got {normalization!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if not isinstance(split, SplitSpec):
+        raise TypeError(f"split must be a SplitSpec, got {type(split).__name__}")
+    request = LoadRequest(
+        name=name, data_dir=Path(data_dir), seed=seed, split=split, root=None if root is None else Path(root),
+        batch_size=batch_size, eval_batch_size=eval_batch_size, download=download, image_size=image_size,
+        resize_size=resize_size, normalization=normalization, val_fraction=val_fraction,
+        num_workers=num_workers, device=device, shuffle_seed=shuffle_seed,
+    )
+    data = DATASETS[name](request)
+    logger.info("%s: %s, %d classes, %d channels, %d px", name, data.sizes(), data.num_classes,
+                data.in_channels, data.image_size)
+    return data

@@ -1,0 +1,531 @@
+"""Study tables from the tidy run tables: DataFrame in, DataFrame out.
+
+The inputs are what :func:`nhllib.results.load_results` returns: ``metrics.csv`` of many runs (columns
+``run_id, study, method, variant, dataset, backbone, code_length, weighting, distill_weight, seed, metric,
+value``), or ``conflicts.csv`` / ``history.csv`` / ``curves.csv`` joined to their runs with :func:`attach_runs`.
+
+Seeds are the unit of replication: every mean ± std below is over seeds (sample std, ``ddof=1``; NaN for one
+seed). Runs that agree on method, variant, λ, code length and seed but have different ``run_id`` differ in a
+setting ``metrics.csv`` does not record (epochs, learning rate, ...); averaging them would mix two experiments,
+so those functions raise instead. ``dataset`` and ``backbone`` become grouping keys only when they vary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "METRIC_COLUMNS",
+    "SPEEDUP_SUMMARY_COLUMNS",
+    "attach_runs",
+    "conflict_summary",
+    "delta_table",
+    "format_mean_std",
+    "main_comparison",
+    "map_table",
+    "pivot_lengths",
+    "reference_distill_weight",
+    "run_index",
+    "save_table",
+    "select",
+    "single_length_variant",
+    "speedup_per_seed",
+    "speedup_table",
+    "summarize",
+    "to_markdown",
+    "variant_order",
+    "weight_summary",
+]
+
+logger = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ("run_id", "study", "method", "variant", "code_length", "distill_weight", "seed", "metric", "value")
+CONTEXT_COLUMNS = ("dataset", "backbone")
+RUN_COLUMNS = ("study", "run_id", "method", "variant", "dataset", "backbone", "weighting", "distill_weight", "seed")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def variant_order() -> list[str]:
+    """Variant names in the study's order (the ``VARIANTS`` registry)."""
+    from nhllib.config import VARIANTS  # imported here: the registry pulls in torch
+
+    return list(VARIANTS)
+
+
+def single_length_variant() -> str:
+    """The baseline variant that trains one model per code length (``separate``)."""
+    from nhllib.config import VARIANTS
+
+    names = [name for name, variant in VARIANTS.items() if variant.single_length]
+    if len(names) != 1:
+        raise ValueError(f"expected exactly one single-length variant in VARIANTS, found {names}")
+    return names[0]
+
+
+def _require(frame: pd.DataFrame, columns: Iterable[str], name: str) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(
+            f"{name} lacks column(s) {missing}; it has {list(frame.columns)} (load metrics with "
+            f"nhllib.results.load_results and join other tables to their runs with nhllib.tables.attach_runs)"
+        )
+
+
+def _context(frame: pd.DataFrame) -> list[str]:
+    """Context columns (dataset, backbone) that take more than one value: they become grouping keys."""
+    return [c for c in CONTEXT_COLUMNS if c in frame.columns and frame[c].nunique(dropna=False) > 1]
+
+
+def _sort_variants(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Sort with ``variant`` in registry order (unknown names last, alphabetically)."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    order = {name: k for k, name in enumerate(variant_order())}
+    return frame.sort_values(
+        list(by), key=lambda s: s.map(lambda v: order.get(v, len(order))) if s.name == "variant" else s,
+        kind="stable",
+    ).reset_index(drop=True)
+
+
+def format_mean_std(mean: float, std: float, digits: int = 3, suffix: str = "", sign: bool = False) -> str:
+    """``"0.812 ± 0.004"``; the mean alone when ``std`` is NaN (one seed); ``""`` when the mean is NaN.
+
+    ``sign=True`` writes the mean with its sign (``"+0.012 ± 0.004"``), for differences.
+    """
+    if mean is None or pd.isna(mean):
+        return ""
+    text = f"{mean:+.{digits}f}" if sign else f"{mean:.{digits}f}"
+    if std is None or pd.isna(std):
+        return f"{text}{suffix}"
+    return f"{text} ± {std:.{digits}f}{suffix}"
+
+
+def summarize(frame: pd.DataFrame, keys: Sequence[str], value: str = "value") -> pd.DataFrame:
+    """Mean, sample std (ddof=1) and count of ``value`` per group of ``keys``."""
+    _require(frame, [*keys, value], "frame")
+    out = frame.groupby(list(keys), dropna=False, sort=True)[value].agg(["mean", "std", "count"]).reset_index()
+    return out.rename(columns={"count": "n"})
+
+
+def _check_unique_seeds(rows: pd.DataFrame, keys: Sequence[str], what: str) -> None:
+    """Raise when two different runs share ``keys`` + seed (they would be averaged as if they were one)."""
+    counts = rows.groupby([*keys, "seed"], dropna=False)["run_id"].nunique()
+    clash = counts[counts > 1]
+    if not clash.empty:
+        key = clash.index[0]
+        mask = np.logical_and.reduce([rows[k] == v for k, v in zip([*keys, "seed"], key)])
+        ids = sorted(rows.loc[mask, "run_id"].unique())
+        raise ValueError(
+            f"{what}: runs {ids} share {dict(zip([*keys, 'seed'], key))}; they differ in a setting metrics.csv "
+            f"does not record (epochs, lr, ...). Filter the frame to one of them (e.g. with nhllib.tables.select)"
+        )
+
+
+def _per_length(metrics: pd.DataFrame, metric: str, name: str = "metrics") -> pd.DataFrame:
+    """Rows of one per-length metric, with an integer ``code_length``."""
+    _require(metrics, METRIC_COLUMNS, name)
+    rows = metrics[(metrics["metric"] == metric) & metrics["code_length"].notna()].copy()
+    if rows.empty and not metrics.empty and metric not in set(metrics["metric"]):
+        raise KeyError(f"{name} has no metric {metric!r}; available: {sorted(metrics['metric'].unique())}")
+    rows["code_length"] = rows["code_length"].astype(int)
+    return rows
+
+
+def _run_level(metrics: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """One row per run with its run-level metrics as columns (code_length empty in metrics.csv)."""
+    rows = metrics[metrics["code_length"].isna() & metrics["metric"].isin(names)]
+    wide = rows.pivot_table(index="run_id", columns="metric", values="value", aggfunc="first")
+    return wide.reindex(columns=list(names))
+
+
+# ---------------------------------------------------------------- runs and selection
+
+
+def run_index(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: ``study, run_id, method, variant, dataset, backbone, weighting, distill_weight, seed``
+    and ``code_lengths`` (``"8-16-32"``), taken from ``metrics.csv`` (whose ``distill_weight`` is the λ the run
+    actually applied: 0 for variants without distillation). An empty frame (no complete run) is an error."""
+    if isinstance(metrics, pd.DataFrame) and metrics.empty:
+        raise ValueError("metrics is empty: no complete run was found; check results_root and study "
+                         "(nhllib.results.load_results returns an empty frame when no run is complete)")
+    _require(metrics, METRIC_COLUMNS, "metrics")
+    columns = [c for c in RUN_COLUMNS if c in metrics.columns]
+    runs = metrics[columns].drop_duplicates("run_id").reset_index(drop=True)
+    lengths = (
+        metrics[metrics["code_length"].notna()]
+        .groupby("run_id")["code_length"]
+        .agg(lambda s: "-".join(str(int(v)) for v in sorted(s.unique())))
+    )
+    runs["code_lengths"] = runs["run_id"].map(lengths)
+    return runs
+
+
+def attach_runs(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Join a per-run table (history, conflicts, curves) to its runs' identity columns on ``run_id``.
+
+    ``runs`` is :func:`run_index` (recommended: effective λ) or :func:`nhllib.results.load_runs`. Columns
+    already in ``frame`` are kept from ``frame``. An empty ``frame`` gives an empty frame.
+    """
+    _require(runs, ["run_id"], "runs")
+    if frame.empty:
+        return pd.DataFrame(columns=list(dict.fromkeys([*frame.columns, *runs.columns])))
+    _require(frame, ["run_id"], "frame")
+    extra = [c for c in runs.columns if c not in frame.columns]
+    joined = frame.merge(runs[["run_id", *extra]].drop_duplicates("run_id"), on="run_id", how="left")
+    unknown = joined.loc[joined[extra[0]].isna(), "run_id"].unique() if extra else []
+    if len(unknown):
+        raise KeyError(f"runs has no row for run_id(s) {sorted(unknown)[:5]}; build runs from the same study")
+    return joined
+
+
+def select(frame: pd.DataFrame, **equals) -> pd.DataFrame:
+    """Rows where each named column equals its value; ``None`` or ``""`` means "no filter" (notebook params).
+
+    A value that is a list/tuple/set keeps rows whose column is in it.
+    """
+    out = frame
+    for column, value in equals.items():
+        if value is None or (isinstance(value, str) and value == ""):
+            continue
+        if out.empty:
+            return out
+        _require(out, [column], "frame")
+        if isinstance(value, (list, tuple, set, frozenset)):
+            out = out[out[column].isin(list(value))]
+        else:
+            out = out[out[column] == value]
+    return out.reset_index(drop=True)
+
+
+def reference_distill_weight(frame: pd.DataFrame) -> float | None:
+    """The λ of the main comparison: the most common λ among runs with distillation (λ > 0).
+
+    Ties go to the value closest to 1.0 (the ``RunConfig`` default). ``None`` when no run distills.
+    """
+    if frame.empty:
+        return None
+    _require(frame, ["run_id", "distill_weight"], "frame")
+    runs = frame.drop_duplicates("run_id")
+    counts = runs.loc[runs["distill_weight"] > 0, "distill_weight"].value_counts()
+    if counts.empty:
+        return None
+    top = counts[counts == counts.max()].index
+    return float(min(top, key=lambda v: (abs(float(v) - 1.0), float(v))))
+
+
+def main_comparison(frame: pd.DataFrame, distill_weight: float | None = None) -> pd.DataFrame:
+    """Drop the runs of a λ sweep: keep runs without distillation (λ = 0) and those at the reference λ.
+
+    ``distill_weight=None`` takes :func:`reference_distill_weight`. Figures 1-3 and 6-7 compare variants at
+    one λ; the sensitivity figure uses every λ.
+    """
+    if frame.empty:
+        return frame
+    _require(frame, ["distill_weight"], "frame")
+    lam = reference_distill_weight(frame) if distill_weight is None else float(distill_weight)
+    keep = frame["distill_weight"] == 0
+    if lam is not None:
+        keep |= np.isclose(frame["distill_weight"].astype(float), lam)
+    return frame[keep].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- mAP, speed-up, deltas
+
+
+def map_table(metrics: pd.DataFrame, metric: str = "map", digits: int = 3) -> pd.DataFrame:
+    """Mean, std and n over seeds of a per-length metric per method × variant × λ × code length.
+
+    Columns: [dataset, backbone when they vary,] ``method, variant, distill_weight, code_length, mean, std, n,
+    seeds, formatted`` (``"0.812 ± 0.004"``). Runs of every λ are kept as separate rows.
+    """
+    rows = _per_length(metrics, metric)
+    keys = [*_context(rows), "method", "variant", "distill_weight", "code_length"]
+    columns = [*keys, "mean", "std", "n", "seeds", "formatted"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    _check_unique_seeds(rows, keys, "map_table")
+    table = summarize(rows, keys)
+    seeds = rows.groupby(keys)["seed"].agg(lambda s: ",".join(str(int(v)) for v in sorted(s.unique())))
+    table = table.merge(seeds.rename("seeds").reset_index(), on=keys)
+    table["formatted"] = [format_mean_std(m, s, digits) for m, s in zip(table["mean"], table["std"])]
+    return _sort_variants(table[columns], keys)
+
+
+def pivot_lengths(table: pd.DataFrame, value: str = "formatted") -> pd.DataFrame:
+    """Wide view of a per-length table: one row per method × variant × λ, one column per code length."""
+    _require(table, ["code_length", value], "table")
+    index = [c for c in table.columns if c in (*CONTEXT_COLUMNS, "method", "variant", "distill_weight")]
+    if table.empty:
+        return pd.DataFrame(columns=index)
+    wide = table.pivot_table(index=index, columns="code_length", values=value, aggfunc="first")
+    wide = wide.reindex(pd.MultiIndex.from_frame(table[index].drop_duplicates()))  # keep the table's row order
+    wide.columns = [f"{int(c)} bits" for c in wide.columns]
+    return wide.reset_index()
+
+
+SPEEDUP_SUMMARY_COLUMNS = [
+    "method", "variant", "distill_weight", "code_lengths", "n", "seeds", "separate_time_s_mean",
+    "variant_time_s_mean", "speedup_formatted", "separate_best_epochs_mean", "variant_best_epoch_mean",
+]  # the columns of the speed-up table worth reading in Markdown
+SPEEDUP_VALUES = (
+    "separate_time_s", "variant_time_s", "speedup", "separate_epochs", "variant_epochs",
+    "separate_best_epochs", "variant_best_epoch",
+)
+
+
+def speedup_per_seed(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per method, nested variant, λ and seed: the summed cost of the separate runs against one nested run.
+
+    ``separate_time_s`` is the SUM of ``train_time_s`` of the single-length runs of the same method and seed over
+    the nested run's code lengths; ``speedup = separate_time_s / variant_time_s``. ``separate_epochs`` and
+    ``separate_best_epochs`` sum ``epochs_run`` and ``best_epoch`` (epochs to the best validation mAP) the same
+    way. Only seeds for which a separate run exists for EVERY length of the nested run count; others are
+    skipped (logged at INFO).
+    """
+    _require(metrics, METRIC_COLUMNS, "metrics")
+    keys = [*_context(metrics), "method", "variant", "distill_weight", "seed", "code_lengths"]
+    if metrics.empty:
+        return pd.DataFrame(columns=[*keys, *SPEEDUP_VALUES])
+    baseline = single_length_variant()
+    runs = run_index(metrics).set_index("run_id")
+    level = _run_level(metrics, ("train_time_s", "epochs_run", "best_epoch"))
+    runs = runs.join(level)
+    context = _context(metrics)
+
+    separate = runs[runs["variant"] == baseline]
+    multi = separate[separate["code_lengths"].str.contains("-", na=False)]
+    if not multi.empty:
+        raise ValueError(f"separate runs must have one code length each; run {multi.index[0]} has {multi['code_lengths'].iloc[0]}")
+    lookup: dict[tuple, str] = {}
+    for run_id, row in separate.iterrows():
+        key = (*(row[c] for c in context), row["method"], int(row["seed"]), int(row["code_lengths"]))
+        if key in lookup:
+            raise ValueError(f"speedup_per_seed: separate runs {sorted([lookup[key], run_id])} share {key}; filter to one")
+        lookup[key] = run_id
+
+    out = []
+    for run_id, row in runs[runs["variant"] != baseline].iterrows():
+        lengths = [int(v) for v in str(row["code_lengths"]).split("-")]
+        base = (*(row[c] for c in context), row["method"], int(row["seed"]))
+        parts = [lookup.get((*base, length)) for length in lengths]
+        if any(p is None for p in parts):
+            logger.info("speed-up: %s skipped, separate runs missing for some of %s (seed %s)",
+                        run_id, lengths, row["seed"])
+            continue
+        needed = {"train_time_s": "train time", "epochs_run": "epochs_run", "best_epoch": "best_epoch"}
+        for rid in [run_id, *parts]:
+            for col in needed:
+                if pd.isna(runs.at[rid, col]):
+                    raise KeyError(f"run {rid} has no run-level metric {col!r} in metrics.csv")
+        sep = runs.loc[parts]
+        out.append({
+            **{c: row[c] for c in keys[:-1]}, "code_lengths": row["code_lengths"],
+            "separate_time_s": float(sep["train_time_s"].sum()), "variant_time_s": float(row["train_time_s"]),
+            "speedup": float(sep["train_time_s"].sum()) / float(row["train_time_s"]),
+            "separate_epochs": float(sep["epochs_run"].sum()), "variant_epochs": float(row["epochs_run"]),
+            "separate_best_epochs": float(sep["best_epoch"].sum()), "variant_best_epoch": float(row["best_epoch"]),
+        })
+    if not out:
+        return pd.DataFrame(columns=[*keys, *SPEEDUP_VALUES])
+    # One row per nested run; two nested runs with the same keys would be averaged as seeds of one setting.
+    frame = pd.DataFrame(out)
+    counts = frame.groupby(keys, dropna=False).size()
+    if (counts > 1).any():
+        raise ValueError(f"speedup_per_seed: several nested runs share {dict(zip(keys, counts[counts > 1].index[0]))}; "
+                         f"filter the frame to one of them")
+    return _sort_variants(frame, keys)
+
+
+def speedup_table(metrics: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """Mean ± std over seeds of :func:`speedup_per_seed` per method, nested variant, λ and code lengths.
+
+    The speed-up is the mean of the per-seed ratios (not the ratio of mean times). Only seeds where every
+    separate length exists count (see :func:`speedup_per_seed`); ``n`` and ``seeds`` say which did.
+    """
+    per_seed = speedup_per_seed(metrics)
+    keys = [c for c in per_seed.columns if c not in SPEEDUP_VALUES and c != "seed"]
+    stats = [f"{v}_{s}" for v in SPEEDUP_VALUES for s in ("mean", "std")]
+    columns = [*keys, "n", "seeds", *stats, "speedup_formatted"]
+    if per_seed.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = per_seed.groupby(keys, sort=False)
+    table = grouped[list(SPEEDUP_VALUES)].agg(["mean", "std"])
+    table.columns = [f"{a}_{b}" for a, b in table.columns]
+    table["n"] = grouped["seed"].nunique()
+    table["seeds"] = grouped["seed"].agg(lambda s: ",".join(str(int(v)) for v in sorted(s)))
+    table = table.reset_index()
+    table["speedup_formatted"] = [
+        format_mean_std(m, s, digits, suffix="×") for m, s in zip(table["speedup_mean"], table["speedup_std"])
+    ]
+    return _sort_variants(table[columns], keys)
+
+
+def delta_table(metrics: pd.DataFrame, metric: str = "map", reference: str | None = None,
+                digits: int = 3) -> pd.DataFrame:
+    """Per method, variant, λ and code length: metric(variant) − metric(reference), mean ± std over seeds.
+
+    ``reference`` defaults to the single-length baseline (``separate``). Differences are paired by seed over the
+    seeds both have (``paired=True``, ``n`` = pairs, std of the paired differences). When they share no seed the
+    difference of the two means is given with ``paired=False``, ``n=0`` and std NaN.
+    """
+    rows = _per_length(metrics, metric)
+    reference = single_length_variant() if reference is None else reference
+    context = _context(rows)
+    keys = [*context, "method", "variant", "distill_weight", "code_length"]
+    columns = [*keys, "reference", "mean", "std", "n", "paired", "variant_mean", "reference_mean", "formatted"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    _check_unique_seeds(rows, keys, "delta_table")
+    ref_rows = rows[rows["variant"] == reference]
+    ref_by = {
+        key: grp.set_index("seed")["value"]
+        for key, grp in ref_rows.groupby([*context, "method", "code_length"], sort=False)
+    }
+    if len(ref_rows["distill_weight"].unique()) > 1:
+        raise ValueError(f"reference variant {reference!r} has several λ values; select one first")
+    out = []
+    for key, grp in rows[rows["variant"] != reference].groupby(keys, sort=False):
+        key = dict(zip(keys, key))
+        ref = ref_by.get((*(key[c] for c in context), key["method"], key["code_length"]))
+        if ref is None:
+            continue
+        var = grp.set_index("seed")["value"]
+        common = sorted(set(var.index) & set(ref.index))
+        if common:
+            diffs = var.loc[common] - ref.loc[common]
+            row = {"mean": diffs.mean(), "std": diffs.std(ddof=1) if len(common) > 1 else float("nan"),
+                   "n": len(common), "paired": True, "variant_mean": var.loc[common].mean(),
+                   "reference_mean": ref.loc[common].mean()}
+        else:
+            row = {"mean": var.mean() - ref.mean(), "std": float("nan"), "n": 0, "paired": False,
+                   "variant_mean": var.mean(), "reference_mean": ref.mean()}
+        out.append({**key, "reference": reference, **row})
+    if not out:
+        return pd.DataFrame(columns=columns)
+    table = pd.DataFrame(out)
+    table["formatted"] = [format_mean_std(m, s, digits, sign=True) for m, s in zip(table["mean"], table["std"])]
+    return _sort_variants(table[columns], keys)
+
+
+# ---------------------------------------------------------------- gradient conflicts and weights
+
+
+def _weighted_mean(values: pd.Series, weights: pd.Series) -> float:
+    total = float(weights.sum())
+    return float((values * weights).sum() / total) if total > 0 else float("nan")
+
+
+def conflict_summary(conflicts: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Per method, variant, λ and (short, long) pair: how often and when the pair's gradients conflict.
+
+    ``conflicts`` is ``conflicts.csv`` joined to its runs (:func:`attach_runs`). Per run, the rate, cosine and α
+    are averaged over epochs weighted by each epoch's ``steps`` (so = the share of all monitored steps); then
+    they are averaged over runs. ``rate_first`` / ``rate_last`` are the first and last epoch's rate (mean over
+    runs), ``peak_epoch`` the epoch with the highest mean rate across runs.
+    """
+    keys = ["method", "variant", "distill_weight", "short_length", "long_length"]
+    values = ["rate_mean", "rate_first", "rate_last", "peak_epoch", "cosine_mean", "alpha_mean"]
+    columns = [*keys, "n_runs", "epochs", *values, "formatted"]
+    if conflicts.empty:
+        return pd.DataFrame(columns=columns)
+    _require(conflicts, ["run_id", *keys, "epoch", "steps", "conflict_rate", "mean_cosine", "mean_alpha"],
+             "conflicts")
+    conflicts = conflicts.astype({"epoch": int, "steps": float, "conflict_rate": float, "mean_cosine": float,
+                                  "mean_alpha": float})
+    per_run = []
+    for (run_id, *key), grp in conflicts.groupby(["run_id", *keys], sort=False):
+        grp = grp.sort_values("epoch")
+        per_run.append({
+            **dict(zip(keys, key)), "run_id": run_id, "epochs": int(grp["epoch"].max()),
+            "rate_mean": _weighted_mean(grp["conflict_rate"], grp["steps"]),
+            "cosine_mean": _weighted_mean(grp["mean_cosine"], grp["steps"]),
+            "alpha_mean": _weighted_mean(grp["mean_alpha"], grp["steps"]),
+            "rate_first": float(grp["conflict_rate"].iloc[0]), "rate_last": float(grp["conflict_rate"].iloc[-1]),
+        })
+    runs = pd.DataFrame(per_run)
+    grouped = runs.groupby(keys, sort=False)
+    table = grouped[["rate_mean", "rate_first", "rate_last", "cosine_mean", "alpha_mean"]].mean()
+    table["n_runs"] = grouped["run_id"].nunique()
+    table["epochs"] = grouped["epochs"].max()
+    by_epoch = conflicts.groupby([*keys, "epoch"])["conflict_rate"].mean().reset_index()
+    peak = by_epoch.loc[by_epoch.groupby(keys)["conflict_rate"].idxmax()].set_index(keys)["epoch"]
+    table["peak_epoch"] = peak.reindex(table.index).astype(int)
+    table = table.reset_index()
+    table["formatted"] = [f"{r:.{digits}f}" for r in table["rate_mean"]]
+    return _sort_variants(table[columns], keys)
+
+
+def weight_summary(history: pd.DataFrame) -> pd.DataFrame:
+    """Per method, variant, λ and code length: the applied per-length weight (history metric ``weight``).
+
+    ``history`` is ``history.csv`` joined to its runs. Columns ``first`` / ``last`` (first and last epoch,
+    mean over runs), ``mean`` (over epochs and runs), ``min`` (smallest per-epoch mean) and ``n_runs``.
+    """
+    keys = ["method", "variant", "distill_weight", "code_length"]
+    columns = [*keys, "n_runs", "first", "last", "mean", "min"]
+    if history.empty:
+        return pd.DataFrame(columns=columns)
+    _require(history, ["run_id", "epoch", "split", "metric", "value", *keys], "history")
+    rows = history[(history["split"] == "train") & (history["metric"] == "weight")].copy()
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    rows = rows.astype({"code_length": int, "epoch": int, "value": float}).sort_values("epoch")
+    per_run = rows.groupby(["run_id", *keys], sort=False)["value"].agg(["first", "last", "mean", "min"]).reset_index()
+    grouped = per_run.groupby(keys, sort=False)
+    table = grouped[["first", "last", "mean"]].mean()
+    table["min"] = grouped["min"].min()
+    table["n_runs"] = grouped["run_id"].nunique()
+    return _sort_variants(table.reset_index()[columns], keys)
+
+
+# ---------------------------------------------------------------- rendering and saving
+
+
+def _cell(value, digits: int) -> str:
+    if value is None or (not isinstance(value, (str, bytes)) and np.ndim(value) == 0 and pd.isna(value)):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    """A GitHub-flavoured Markdown table (no ``tabulate`` needed); numbers right-aligned, NaN blank."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}")
+    if frame.columns.empty:
+        return "_(no rows)_\n"
+    header = [str(c).replace("|", "\\|") for c in frame.columns]
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+               for c in frame.columns]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"]
+    for row in frame.itertuples(index=False):
+        cells = [_cell(v, digits) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    if frame.empty:
+        lines.append("| " + " | ".join("" for _ in header) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_table(frame: pd.DataFrame, directory: str | Path, name: str, markdown: pd.DataFrame | None = None,
+               digits: int = 3) -> list[Path]:
+    """Write ``<name>.csv`` (the full table) and ``<name>.md`` (``markdown`` or the same table) atomically."""
+    from nhllib.results import atomic_write_text
+
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise ValueError(f"name must be a plain file stem, got {name!r}")
+    directory = Path(directory)
+    csv_path, md_path = directory / f"{name}.csv", directory / f"{name}.md"
+    atomic_write_text(csv_path, frame.to_csv(index=False))
+    atomic_write_text(md_path, to_markdown(frame if markdown is None else markdown, digits))
+    return [csv_path, md_path]

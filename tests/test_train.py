@@ -1,0 +1,116 @@
+"""End-to-end checks of the training engine on a tiny Fashion-MNIST split (CPU, seconds)."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from nhllib.config import RunConfig
+from nhllib.experiment import build_run, run_experiment
+from nhllib.results import RunExistsError, RunStore, load_results
+from nhllib.train import NonFiniteLossError, fit
+
+TINY = dict(query_per_class=3, train_per_class=12, val_per_class=3, database_per_class=20, epochs=2,
+            eval_every=1, patience=0, batch_size=16, eval_batch_size=128, device="cpu", study="t")
+
+
+@pytest.fixture()
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("data"))
+
+
+def tiny(data_dir, **overrides):
+    return RunConfig(**{**TINY, "data_dir": data_dir, **overrides})
+
+
+def test_single_length_and_nested_runs_write_complete_folders(tmp_path, data_dir):
+    single = run_experiment(tiny(data_dir, variant="separate", code_lengths=(16,), method="dsh"), tmp_path,
+                            progress=False)
+    nested = run_experiment(tiny(data_dir, variant="nhl", code_lengths=(8, 16, 32), method="dsh"), tmp_path,
+                            progress=False)
+    for run_dir in (single, nested):
+        names = {p.name for p in run_dir.iterdir()}
+        assert {"config.json", "history.csv", "metrics.csv", "curves.csv", "timing.json", "codes.npz",
+                "COMPLETE"} <= names
+    assert (nested / "conflicts.csv").is_file() and not (single / "conflicts.csv").exists()
+    metrics = load_results(tmp_path, "t")
+    per_length = metrics.dropna(subset=["code_length"])
+    assert set(per_length.query("variant == 'separate'").code_length) == {16}
+    assert set(per_length.query("variant == 'nhl'").code_length) == {8, 16, 32}
+    maps = per_length.query("metric == 'map'")
+    assert len(maps) == 4 and maps.value.between(0, 1).all()
+    # the tie bounds bracket the expectation for every length
+    wide = per_length.pivot_table(index=["run_id", "code_length"], columns="metric", values="value")
+    assert (wide.map_optimistic >= wide.map_expected - 1e-9).all()
+    assert (wide.map_expected >= wide.map_pessimistic - 1e-9).all()
+    run_level = metrics[metrics.code_length.isna()].set_index(["run_id", "metric"]).value
+    assert run_level[(single.name, "epochs_run")] == 2
+    assert run_level[(nested.name, "train_time_s")] > 0
+    conflicts = pd.read_csv(nested / "conflicts.csv")
+    assert set(zip(conflicts.short_length, conflicts.long_length)) == {(8, 16), (8, 32), (16, 32)}
+    assert conflicts.conflict_rate.between(0, 1).all() and (conflicts.epoch.max() == 2)
+    history = pd.read_csv(nested / "history.csv")
+    weights = history.query("metric == 'weight'").groupby("epoch").value.sum()
+    assert weights.round(6).eq(3.0).all()  # applied conflict weights sum to K every epoch
+
+
+def test_complete_run_is_kept_and_incomplete_redone(tmp_path, data_dir):
+    cfg = tiny(data_dir, variant="nhl-plain", code_lengths=(8, 16), epochs=1)
+    run_dir = run_experiment(cfg, tmp_path, progress=False)
+    marker = (run_dir / "COMPLETE").read_text()
+    with pytest.raises(RunExistsError):
+        run_experiment(cfg, tmp_path, progress=False)
+    assert (run_dir / "COMPLETE").read_text() == marker
+    # simulate a killed run: the marker is missing, a stale file lies there
+    (run_dir / "COMPLETE").unlink()
+    (run_dir / "metrics.csv").write_text("garbage")
+    assert RunStore(tmp_path, "t", cfg.run_id).state == "incomplete"
+    run_experiment(cfg, tmp_path, progress=False)
+    assert RunStore(tmp_path, "t", cfg.run_id).state == "complete"
+    assert "garbage" not in (run_dir / "metrics.csv").read_text()
+
+
+def test_same_seed_same_metrics(tmp_path, data_dir):
+    cfg = tiny(data_dir, variant="nhl", code_lengths=(8, 16), method="csq")
+    first = run_experiment(cfg, tmp_path / "a", progress=False)
+    second = run_experiment(cfg, tmp_path / "b", progress=False)
+    a = pd.read_csv(first / "metrics.csv").query("metric == 'map'").value.tolist()
+    b = pd.read_csv(second / "metrics.csv").query("metric == 'map'").value.tolist()
+    assert a == b
+    other = run_experiment(tiny(data_dir, variant="nhl", code_lengths=(8, 16), method="csq", seed=1),
+                           tmp_path / "c", progress=False)
+    assert pd.read_csv(other / "metrics.csv").query("metric == 'map'").value.tolist() != a
+
+
+def test_nan_loss_stops_with_epoch_step_and_length(data_dir):
+    built = build_run(tiny(data_dir, variant="nhl-plain", code_lengths=(8, 16)), progress=False)
+    original = built.losses[1].forward
+    calls = {"n": 0}
+
+    def poisoned(u, y, index):
+        calls["n"] += 1
+        value = original(u, y, index)
+        return value * math.nan if calls["n"] == 3 else value
+
+    built.losses[1].forward = poisoned
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2: code length 16 -> nan"):
+        fit(built.model, built.losses, built.data, built.settings, built.weighting, built.device)
+
+
+def test_heads_variant_has_separate_heads_and_no_conflict_log(tmp_path, data_dir):
+    run_dir = run_experiment(tiny(data_dir, variant="heads", code_lengths=(8, 16), epochs=1), tmp_path,
+                             progress=False)
+    assert not (run_dir / "conflicts.csv").exists()
+    built = build_run(tiny(data_dir, variant="heads", code_lengths=(8, 16)), progress=False)
+    assert built.model.shared_weight is None
+
+
+def test_distillation_and_weighting_switches(data_dir):
+    on = build_run(tiny(data_dir, variant="nhl", code_lengths=(8, 16), distill_weight=0.5), progress=False)
+    off = build_run(tiny(data_dir, variant="nhl-weight", code_lengths=(8, 16), distill_weight=0.5), progress=False)
+    assert on.settings.distill_weight == 0.5 and off.settings.distill_weight == 0.0
+    assert on.weighting.apply and off.weighting.apply
+    plain = build_run(tiny(data_dir, variant="nhl-plain", code_lengths=(8, 16)), progress=False)
+    assert not plain.weighting.apply  # monitored, not applied
+    torch.manual_seed(0)
