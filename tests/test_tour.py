@@ -1,0 +1,161 @@
+"""Helpers of the tour notebook: toy codes at exact distances, distance histograms against a pair loop,
+figures built from small hand-made frames, and clear errors."""
+
+import itertools
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from nhllib import tour
+from nhllib.data import DEBIAN_FASHION_MNIST_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def loop_distance(a, b):
+    return sum(1 for x, y in zip(a.tolist(), b.tolist()) if (x >= 0) != (y >= 0))
+
+
+@pytest.fixture
+def tiny():
+    gen = torch.Generator().manual_seed(0)
+    longest = torch.randn(5, 8, generator=gen)
+    db_longest = torch.randn(7, 8, generator=gen)
+    q_labels = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1])]
+    db_labels = torch.eye(3)[torch.tensor([0, 0, 1, 2, 2, 1, 0])]
+    db_labels[3, 0] = 1  # one multi-label item: relevant to classes 0 and 2
+    q = {4: longest[:, :4], 8: longest}
+    db = {4: db_longest[:, :4], 8: db_longest}
+    return q, q_labels, db, db_labels
+
+
+def test_codes_at_distances_exact_and_seeded():
+    query = torch.tensor([1.0, -1, 1, 1, -1, -1, 1, -1])
+    distances = [0, 1, 3, 8, 3]
+    codes = tour.codes_at_distances(query, distances, seed=3)
+    assert codes.shape == (5, 8)
+    assert [loop_distance(query, row) for row in codes] == distances
+    assert torch.equal(codes, tour.codes_at_distances(query, distances, seed=3))
+    assert set(codes.unique().tolist()) <= {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("distances, match", [([9], "0..8"), ([-1], "0..8"), ([], "at least one"),
+                                               ([1.5], "ints")])
+def test_codes_at_distances_rejects_bad_distances(distances, match):
+    with pytest.raises(ValueError, match=match):
+        tour.codes_at_distances(torch.ones(8), distances)
+
+
+def test_codes_at_distances_rejects_non_pm_one_query():
+    with pytest.raises(ValueError, match=r"\+1 and -1"):
+        tour.codes_at_distances(torch.tensor([1.0, 0.0]), [1])
+
+
+def test_hamming_histograms_match_pair_loop(tiny):
+    q, q_labels, db, db_labels = tiny
+    frame = tour.hamming_histograms(q, q_labels, db, db_labels)
+    for length in (4, 8):
+        expected = {("relevant", d): 0 for d in range(length + 1)}
+        expected.update({("irrelevant", d): 0 for d in range(length + 1)})
+        for i, j in itertools.product(range(5), range(7)):
+            shared = any(a == 1 and b == 1 for a, b in zip(q_labels[i].tolist(), db_labels[j].tolist()))
+            expected[("relevant" if shared else "irrelevant", loop_distance(q[length][i], db[length][j]))] += 1
+        part = frame[frame["code_length"] == length]
+        got = {(r.pair, r.distance): r.count for r in part.itertuples()}
+        assert got == expected
+        for pair in ("relevant", "irrelevant"):
+            fractions = part[part["pair"] == pair]["fraction"]
+            assert fractions.sum() == pytest.approx(1.0)
+    assert frame["count"].sum() == 2 * 5 * 7
+
+
+def test_hamming_histograms_errors(tiny):
+    q, q_labels, db, db_labels = tiny
+    with pytest.raises(ValueError, match="same lengths"):
+        tour.hamming_histograms(q, q_labels, {8: db[8]}, db_labels)
+    with pytest.raises(ValueError, match="must have 4 bits"):
+        tour.hamming_histograms({4: q[8]}, q_labels, {4: db[8]}, db_labels)
+    with pytest.raises(ValueError, match="db_labels"):
+        tour.hamming_histograms(q, q_labels, db, db_labels[:3])
+    with pytest.raises(TypeError, match="dict"):
+        tour.hamming_histograms(q[8], q_labels, db, db_labels)
+
+
+def test_plot_codes_rows_sorted_by_class():
+    labels = torch.eye(3)[torch.tensor([2, 0, 1, 0, 2, 1, 0])]
+    codes = torch.arange(7).float().unsqueeze(1).repeat(1, 16) - 3  # row i: all bits sign(i - 3)
+    fig = tour.plot_codes(codes, labels, per_class=2, class_names=["a", "b", "c"], boundaries=(8,))
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    image = ax.images[0].get_array()
+    # class 0: items 1, 3; class 1: items 2, 5; class 2: items 0, 4 -> signs of (i - 3)
+    assert image[:, 0].tolist() == [-1, 1, -1, 1, -1, 1]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="class_names"):
+        tour.plot_codes(codes, labels, class_names=["a"])
+    with pytest.raises(ValueError, match="per_class"):
+        tour.plot_codes(codes, labels, per_class=0)
+
+
+def test_plot_map_by_length():
+    maps = pd.DataFrame([{"code_length": length, "ties": ties, "map": value}
+                         for length in (8, 16) for ties, value in
+                         (("pessimistic", 0.2), ("expected", 0.3), ("optimistic", 0.4), ("index", 0.31))])
+    fig = tour.plot_map_by_length(maps)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes[0].get_lines()) == 2
+    with pytest.raises(ValueError, match="unknown tie rules"):
+        tour.plot_map_by_length(maps.assign(ties="random"))
+    with pytest.raises(KeyError, match="ties"):
+        tour.plot_map_by_length(maps.drop(columns="ties"))
+
+
+def test_plot_hamming_distributions(tiny):
+    frame = tour.hamming_histograms(*tiny)
+    fig = tour.plot_hamming_distributions(frame)
+    assert [ax.get_title().split()[0] for ax in fig.axes if ax.get_visible()] == ["4", "8"]
+    with pytest.raises(ValueError, match="empty"):
+        tour.plot_hamming_distributions(frame.iloc[0:0])
+
+
+def test_plot_conflicts_weighted_pair_means():
+    rows = []
+    for epoch, steps, rate in ((1, 10, 0.5), (2, 30, 0.1)):
+        for short, long in ((8, 16), (8, 32), (16, 32)):
+            rows.append({"epoch": epoch, "short_length": short, "long_length": long, "steps": steps,
+                         "conflict_rate": rate, "mean_cosine": -rate})
+    weights = pd.DataFrame([{"epoch": e, "code_length": c, "weight": 1.0} for e in (1, 2) for c in (8, 16, 32)])
+    fig = tour.plot_conflicts(pd.DataFrame(rows), weights)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    # step-weighted: (10 * 0.5 + 30 * 0.1) / 40 = 0.2 for each of the three pairs
+    assert texts == ["0.20"] * 3
+    assert {t.get_color() for t in fig.axes[0].texts} == {"black"}  # light cells get dark text
+    dark = tour.plot_conflicts(pd.DataFrame(rows).assign(conflict_rate=1.0))
+    assert {t.get_color() for t in dark.axes[0].texts} == {"white"}
+    assert "40 measured steps" in fig._suptitle.get_text()
+    assert len(tour.plot_conflicts(pd.DataFrame(rows)).axes) == 4  # two panels + two colour bars
+    with pytest.raises(KeyError, match="steps"):
+        tour.plot_conflicts(pd.DataFrame(rows).drop(columns="steps"))
+
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DEBIAN_FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
+                    reason="Fashion-MNIST is not installed in the Debian location")
+def test_tour_notebook_runs_end_to_end(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    nbformat = pytest.importorskip("nbformat")
+    out = tmp_path / "00_tour.ipynb"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "00_tour.ipynb"), str(out),
+        parameters={"data_dir": str(tmp_path / "data"), "epochs": 1, "query_per_class": 5, "train_per_class": 20,
+                    "val_per_class": 5, "database_per_class": 30, "codes_per_class": 2},
+        cwd=str(REPO), kernel_name="python3", progress_bar=False,
+    )
+    executed = nbformat.read(out, as_version=4)
+    images = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 4  # mAP by length, codes, distance distributions, conflicts
+    assert list((tmp_path / "data" / "splits").iterdir())  # the only file the tour writes: its split
