@@ -1,0 +1,96 @@
+"""Training-time speed-up of one NHL model over K single-length models, and the cost of NHL's extras.
+
+On Fashion-MNIST with the small CNN and K = 5 lengths (8, 16, 32, 64, 128), builds in one process the five
+single-length models (`separate`), one plain nested model (`nhl-plain`, conflicts not even monitored) and one full
+NHL model (`nhl`: gradient-conflict weighting + cascade distillation), and trains each for the same number of
+epochs, interleaving them epoch by epoch so that machine noise hits all alike. Only the training loop is timed
+(no evaluation). Writes JSON: per-model training times, the ratio sum(separate) / nhl (the limit at equal epochs
+is K = 5), and the per-step overhead of full NHL over plain NHL.
+
+    python benchmarks/bench_speedup.py [--epochs 3] [--method csq] [--out benchmarks/results/bench_speedup.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from nhllib.config import RunConfig
+from nhllib.experiment import build_run
+from nhllib.train import train_epoch
+from nhllib.utils import synchronize
+from nhllib.weighting import Uniform
+
+LENGTHS = (8, 16, 32, 64, 128)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--method", default="csq")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="benchmarks/results/bench_speedup.json")
+    args = parser.parse_args()
+
+    base = RunConfig(study="bench", method=args.method, data_dir=args.data_dir, device=args.device,
+                     database_per_class=10, epochs=args.epochs)
+    runs = {f"separate-{n}": build_run(dataclasses.replace(base, variant="separate", code_lengths=(n,)), progress=False)
+            for n in LENGTHS}
+    runs["nhl-plain"] = build_run(dataclasses.replace(base, variant="nhl-plain", code_lengths=LENGTHS), progress=False)
+    runs["nhl-plain"].weighting = Uniform()  # nothing monitored: the bare nested model
+    runs["nhl"] = build_run(dataclasses.replace(base, variant="nhl", code_lengths=LENGTHS), progress=False)
+    optimizers = {}
+    for name, run in runs.items():
+        run.model.to(run.device)
+        for loss in run.losses:
+            loss.to(run.device)
+        optimizers[name] = torch.optim.Adam(run.model.parameters(), lr=base.lr, weight_decay=base.weight_decay)
+    seconds = {name: [] for name in runs}
+    steps = {name: 0 for name in runs}
+    for epoch in range(1, args.epochs + 1):
+        for name, run in runs.items():
+            synchronize(run.device)
+            start = time.perf_counter()
+            log = train_epoch(run.model, run.losses, run.data.train, optimizers[name], run.weighting,
+                              run.settings, epoch, run.device)
+            synchronize(run.device)
+            seconds[name].append(time.perf_counter() - start)
+            steps[name] += log["steps"]
+    totals = {name: sum(values) for name, values in seconds.items()}
+    separate_total = sum(totals[f"separate-{n}"] for n in LENGTHS)
+    per_step = {name: totals[name] / steps[name] for name in runs}
+    report = {
+        "benchmark": "bench_speedup",
+        "method": args.method, "backbone": base.backbone, "dataset": base.dataset, "code_lengths": list(LENGTHS),
+        "epochs": args.epochs, "train_images": runs["nhl"].data.sizes()["train"], "batch_size": base.batch_size,
+        "device": str(runs["nhl"].device), "torch_threads": torch.get_num_threads(),
+        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "torch": torch.__version__},
+        "train_seconds": totals,
+        "train_seconds_per_epoch": seconds,
+        "seconds_per_step": per_step,
+        "separate_sum_seconds": separate_total,
+        "speedup_separate_over_nhl": separate_total / totals["nhl"],
+        "speedup_separate_over_nhl_plain": separate_total / totals["nhl-plain"],
+        "nhl_overhead_per_step_over_plain": per_step["nhl"] / per_step["nhl-plain"] - 1,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"sum of 5 separate: {separate_total:.1f} s | nhl-plain {totals['nhl-plain']:.1f} s | "
+          f"nhl {totals['nhl']:.1f} s")
+    print(f"speed-up separate/nhl = {report['speedup_separate_over_nhl']:.2f}x "
+          f"(separate/nhl-plain = {report['speedup_separate_over_nhl_plain']:.2f}x); "
+          f"full-NHL overhead per step over plain = {100 * report['nhl_overhead_per_step_over_plain']:.1f}%")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

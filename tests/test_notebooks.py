@@ -1,0 +1,54 @@
+"""Notebook hygiene and the end-to-end smoke study (every notebook through papermill on tiny data)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+FIGURES = ["map_vs_length", "training_time", "ablation", "conflict_rates", "conflict_heatmap",
+           "cosine_distribution", "weights", "distill_sensitivity", "ties", "pr_curves", "precision_at_k"]
+
+
+def test_every_expected_notebook_exists():
+    names = {p.name for p in NOTEBOOKS}
+    assert {"00_tour.ipynb", "01_train.ipynb", "02_gradient_conflicts.ipynb", "03_figures.ipynb",
+            "04_retrieval.ipynb"} <= names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebooks_have_no_outputs_and_a_parameters_cell(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip the outputs"
+    assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in code)
+    source = "\n".join("".join(c["source"]) for c in code)
+    assert "\ndef " not in "\n" + source and "\nclass " not in "\n" + source, "notebooks stay thin"
+
+
+@pytest.mark.slow
+def test_smoke_study_renders_every_figure(tmp_path):
+    """`python -m nhllib.study smoke` (what `./run_all.sh smoke` runs) produces every figure file."""
+    done = subprocess.run([sys.executable, "-m", "nhllib.study", "smoke", "--results", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = tmp_path / "smoke" / "figures"
+    for name in FIGURES + ["retrieval_tradeoff"]:
+        assert (figures / f"{name}.png").is_file(), f"missing figure {name}.png"
+        assert (figures / f"{name}.pdf").is_file()
+    for notebook in ("02_gradient_conflicts.ipynb", "03_figures.ipynb", "04_retrieval.ipynb"):
+        assert (tmp_path / "smoke" / notebook).is_file()
+    # a second pass skips every complete run
+    again = subprocess.run([sys.executable, "-m", "nhllib.study", "smoke", "--results", str(tmp_path)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and again.stdout.count("done before, skipped") == 9
+
+
+def test_unknown_profile_is_refused_before_anything_runs(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "nhllib.study", "fast", "--results", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown profile 'fast'" in done.stderr
+    assert not any(tmp_path.iterdir())
