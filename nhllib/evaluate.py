@@ -249,7 +249,9 @@ def _histograms(problem: _Problem, block_size: int | None) -> Iterator[tuple[sli
         rows, b = slice(start, stop), stop - start
         acc = acc_buf[: b * n_db].view(b, n_db)
         keys = key_buf[: b * n_db].view(b, n_db)
-        # acc = 2**23 + Lmax + row_offset + relevant - <q, db>: exact float32 integers throughout.
+        # acc = 2**23 + Lmax + row_offset + relevant - <q, db>: exact float32 integers throughout. Matrix
+        # products only see ±1 / 0-1 entries (exact even in TF32/bf16 modes, accumulated in fp32); the
+        # large offsets are added elementwise.
         torch.matmul(problem.query_labels[rows], db_labels_t, out=acc)
         if multi_label:  # label overlap can exceed 1 only if both sides have multi-label rows
             acc.clamp_(max=1.0)
