@@ -446,7 +446,8 @@ def _outputs(out: object, batch: int) -> list[Tensor]:
         raise TypeError(f"model must return a code tensor (B, L) or a list/tuple of them, got {type(out).__name__}")
     widths = [o.shape[-1] if o.ndim == 2 else None for o in outs]
     if any(o.ndim != 2 or o.shape[0] != batch for o in outs):
-        raise ValueError(f"model outputs must be (batch={batch}, L) tensors, got shapes {[tuple(o.shape) for o in outs]}")
+        shapes = [tuple(o.shape) for o in outs]
+        raise ValueError(f"model outputs must be (batch={batch}, L) tensors, got shapes {shapes}")
     if len(set(widths)) != len(widths):
         raise ValueError(f"model outputs must have distinct code lengths, got {widths}")
     return outs
