@@ -36,6 +36,17 @@ def validate_code_lengths(code_lengths: Sequence[int]) -> tuple[int, ...]:
     return lengths
 
 
+def _check_in_features(in_features: int) -> int:
+    if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features <= 0:
+        raise ValueError(f"in_features must be a positive int (the backbone's out_features), got {in_features!r}")
+    return in_features
+
+
+def _check_features(features: torch.Tensor, in_features: int, owner: str) -> None:
+    if features.ndim != 2 or features.shape[1] != in_features:
+        raise ValueError(f"{owner} expects features of shape (batch, {in_features}), got {tuple(features.shape)}")
+
+
 class NestedHashLayer(nn.Module):
     """One ``Linear(in_features, max(code_lengths))`` emitting K nested continuous codes.
 
@@ -53,9 +64,7 @@ class NestedHashLayer(nn.Module):
 
     def __init__(self, in_features: int, code_lengths: Sequence[int]) -> None:
         super().__init__()
-        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features <= 0:
-            raise ValueError(f"in_features must be a positive int (the backbone's out_features), got {in_features!r}")
-        self.in_features = in_features
+        self.in_features = _check_in_features(in_features)
         self.code_lengths = validate_code_lengths(code_lengths)
         self.linear = nn.Linear(in_features, self.code_lengths[-1])
         nn.init.normal_(self.linear.weight, mean=0.0, std=0.01)
@@ -67,10 +76,7 @@ class NestedHashLayer(nn.Module):
         return self.linear.weight
 
     def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
-        if features.ndim != 2 or features.shape[1] != self.in_features:
-            raise ValueError(
-                f"NestedHashLayer expects features of shape (batch, {self.in_features}), got {tuple(features.shape)}"
-            )
+        _check_features(features, self.in_features, "NestedHashLayer")
         longest = self.linear(features)
         return [longest[:, :length] for length in self.code_lengths]
 
@@ -88,9 +94,7 @@ class SeparateHashHeads(nn.Module):
 
     def __init__(self, in_features: int, code_lengths: Sequence[int]) -> None:
         super().__init__()
-        if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features <= 0:
-            raise ValueError(f"in_features must be a positive int (the backbone's out_features), got {in_features!r}")
-        self.in_features = in_features
+        self.in_features = _check_in_features(in_features)
         self.code_lengths = validate_code_lengths(code_lengths)
         self.heads = nn.ModuleList(nn.Linear(in_features, length) for length in self.code_lengths)
         for head in self.heads:
@@ -98,8 +102,5 @@ class SeparateHashHeads(nn.Module):
             nn.init.zeros_(head.bias)
 
     def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
-        if features.ndim != 2 or features.shape[1] != self.in_features:
-            raise ValueError(
-                f"SeparateHashHeads expects features of shape (batch, {self.in_features}), got {tuple(features.shape)}"
-            )
+        _check_features(features, self.in_features, "SeparateHashHeads")
         return [head(features) for head in self.heads]
