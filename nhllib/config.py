@@ -94,12 +94,13 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    download: bool = False  # let torchvision download Fashion-MNIST / CIFAR-10 into data_dir when missing
 
     def __post_init__(self) -> None:
         if not isinstance(self.study, str) or not self.study or "/" in self.study or self.study.startswith("."):
             raise ValueError(f"study must be a non-empty folder name without '/', got {self.study!r}")
         _choice("variant", self.variant, VARIANTS)
-        object.__setattr__(self, "code_lengths", validate_code_lengths(tuple(self.code_lengths)))
+        object.__setattr__(self, "code_lengths", validate_code_lengths(self.code_lengths))
         if VARIANTS[self.variant].single_length and len(self.code_lengths) != 1:
             raise ValueError(
                 f"variant 'separate' trains one model per code length: give a single length in code_lengths, "
@@ -146,7 +147,7 @@ class RunConfig:
         _choice("backbone", self.backbone, BACKBONES)
 
     # Fields that do not change what is computed, so they do not enter the run id.
-    _NOT_IN_RUN_ID = ("study", "device", "data_dir")
+    _NOT_IN_RUN_ID = ("study", "device", "data_dir", "download")
 
     @property
     def run_id(self) -> str:

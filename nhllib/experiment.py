@@ -64,6 +64,7 @@ def build_run(cfg: RunConfig, progress: bool = True) -> BuiltRun:
         batch_size=cfg.batch_size,
         eval_batch_size=cfg.eval_batch_size,
         image_size=cfg.image_size,
+        download=cfg.download,
     )
     backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained, in_channels=data.in_channels,
                               image_size=data.image_size)
@@ -102,9 +103,20 @@ def run_experiment(cfg: RunConfig, results_root: str | Path = "results", overwri
     an incomplete one is redone. The completion marker is written last.
     """
     store = RunStore(results_root, cfg.study, cfg.run_id)
-    store.prepare(overwrite=overwrite)
+    if store.state == "complete" and not overwrite:
+        store.prepare(overwrite=False)  # raises RunExistsError before any work
     started = datetime.now(timezone.utc).isoformat()
-    built = build_run(cfg, progress=progress)
+    built = build_run(cfg, progress=progress)  # data and model first: a missing dataset leaves no folder behind
+    store.prepare(overwrite=overwrite)
+    try:
+        _train_and_write(cfg, built, store, started, save_codes)
+    except BaseException:
+        store.discard()  # no half-written results left looking usable; the notebook and its log stay
+        raise
+    return store.path
+
+
+def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: str, save_codes: bool) -> None:
     store.write_json("config.json", {
         "run_id": cfg.run_id, "config": cfg.to_dict(), "device": str(built.device), "started": started,
         "git_commit": git_commit(), "versions": package_versions(), "data": {
@@ -151,7 +163,6 @@ def run_experiment(cfg: RunConfig, results_root: str | Path = "results", overwri
         _save_codes(store, final, built.model.code_lengths)
     store.mark_complete()
     logger.info("run %s complete: %s", cfg.run_id, {k: round(v, 4) for k, v in result.query_map_best.items()})
-    return store.path
 
 
 def _save_codes(store: RunStore, final, code_lengths) -> None:

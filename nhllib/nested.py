@@ -18,6 +18,11 @@ __all__ = ["NestedHashLayer", "SeparateHashHeads", "validate_code_lengths"]
 
 def validate_code_lengths(code_lengths: Sequence[int]) -> tuple[int, ...]:
     """Return ``code_lengths`` as a tuple, or raise ``ValueError`` saying what is wrong with it."""
+    if isinstance(code_lengths, (str, bytes)):
+        raise ValueError(
+            f"code_lengths must be a sequence of ints, got the string {code_lengths!r} "
+            "(with papermill pass lists as YAML: -y 'code_lengths: [8, 16]')"
+        )
     try:
         lengths = tuple(code_lengths)
     except TypeError:

@@ -38,6 +38,7 @@ __all__ = [
     "plot_curves",
     "plot_distill_sensitivity",
     "plot_map_vs_length",
+    "plot_retrieval_tradeoff",
     "plot_ties",
     "plot_training_time",
     "plot_weights",
@@ -795,3 +796,99 @@ def save_figure(fig: Figure | None, directory: str | Path, name: str, dpi: int =
             raise
         written.append(target)
     return written
+
+
+# ---------------------------------------------------------------- 8. retrieval trade-off
+
+
+_RETRIEVAL_STRATEGIES = {  # strategy -> (legend text, marker, hollow), in legend order
+    "exhaustive": ("exhaustive, longest code (reference)", "*", False),
+    "exhaustive_short": ("exhaustive, shorter code alone", "s", False),
+    "shortlist": ("prefix shortlist + re-rank", "o", False),
+    "shortlist_table": ("same, shortlist from a precomputed table", "D", True),
+    "buckets": ("prefix buckets within nflip + re-rank", "^", False),
+    "funnel": ("funnel (several re-rank stages)", "v", False),
+    "faiss_hash": ("faiss IndexBinaryHash (ties in visit order)", "P", False),
+}
+
+
+def _compact_number(value: float, _position=None) -> str:
+    """Tick label: 0.05, 2, 300, 40k, 1.5M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def plot_retrieval_tradeoff(frame: pd.DataFrame, threshold: float = 0.99) -> Figure:
+    """Figure 8: mAP@k relative to exhaustive search against time per query and against bits scanned per
+    query, one marker per configuration of :func:`nhllib.retrieval.compare.compare_strategies`.
+
+    Exhaustive search at the longest length is the large star (the reference, ratio 1); the dashed line is
+    ``threshold`` × its mAP. Points are labelled with ``short_label`` when the frame has it, plus the share
+    of the k result slots filled where a configuration returns fewer than k items (``filled_at_k``).
+    Optional ``study`` and ``run_id`` columns name the source in the caption.
+    """
+    tables._require(frame, ["strategy", "ranking_bits", "ms_per_query", "bits_scanned", "map_ratio", "k",
+                            "db_size", "n_queries"], "frame")
+    if frame.empty:
+        raise ValueError("frame has no rows; pass the table compare_strategies returned")
+    import seaborn as sns
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    longest = frame["ranking_bits"].max()
+    kind = frame["strategy"].where((frame["strategy"] != "exhaustive") | (frame["ranking_bits"] == longest),
+                                   "exhaustive_short")
+    known = list(_RETRIEVAL_STRATEGIES)
+    kinds = [s for s in known if s in set(kind)] + sorted(set(kind) - set(known))
+    palette = sns.color_palette("colorblind", len(known) + len(kinds))
+    colors = {s: palette[j] for j, s in enumerate([*known, *[s for s in kinds if s not in known]])}
+    colors["exhaustive"] = (0.1, 0.1, 0.1)
+    colors["shortlist_table"] = colors["shortlist"]  # the same search, only the shortlist is looked up
+    k, n, n_q = int(frame["k"].iloc[0]), int(frame["db_size"].iloc[0]), int(frame["n_queries"].iloc[0])
+    study = f"'{frame['study'].iloc[0]}'" if "study" in frame else "?"
+    run = f", run {frame['run_id'].iloc[0]}" if "run_id" in frame else ""
+    rounds = f"median of {int(frame['rounds'].iloc[0])} interleaved rounds, " if "rounds" in frame else ""
+    caption = (f"Source: study {study}{run}: database of {n:,} items, {n_q:,} queries, top-{k}. Time: {rounds}"
+               f"all queries in one batch, divided by their number. Bits scanned: prefix bits × prefix keys "
+               f"compared + re-rank bits × candidates (a precomputed table is counted as its computed shortlist). "
+               f"Ratio: mAP@{k} of the returned rankings / mAP@{k} of exhaustive {longest}-bit search.")
+    labels = frame["short_label"].astype(str) if "short_label" in frame else pd.Series("", index=frame.index)
+    if "filled_at_k" in frame:
+        short = frame["filled_at_k"] < 1
+        labels = labels.where(~short, labels + frame["filled_at_k"].map(lambda v: f" ({v:.0%} of k filled)"))
+        if short.any():
+            caption += (f" Where fewer than k items are returned (share of k filled in brackets), mAP@{k}, "
+                        "normalised by the relevant items returned, does not count the missing ones; "
+                        "precision@100 in the table does.")
+    with _style():
+        fig, axes, caption = _grid(2, 2, caption, panel=(4.6, 3.6))
+        handles = []
+        for ax, x, xlabel, title in (
+            (axes.flat[0], "ms_per_query", "time per query (ms, log scale)", "quality against time"),
+            (axes.flat[1], "bits_scanned", "bits scanned per query (log scale)", "quality against work"),
+        ):
+            for strategy in kinds:
+                sub = frame[kind == strategy]
+                text, marker, hollow = _RETRIEVAL_STRATEGIES.get(strategy, (strategy, "o", False))
+                big = strategy == "exhaustive"
+                color = colors[strategy]
+                h = ax.scatter(sub[x], sub["map_ratio"], s=150 if big else 34, marker=marker,
+                               facecolor="none" if hollow else color, edgecolor=color if hollow else "white",
+                               linewidth=1.1 if hollow else 0.5, zorder=4 if big else 3, label=text)
+                handles.append((h, text))
+                # labels alternate above / below the point so neighbours overlap less
+                for j, (xv, yv, label) in enumerate(zip(sub[x], sub["map_ratio"], labels[sub.index])):
+                    ax.annotate(label, (xv, yv), xytext=(4, 3 if j % 2 == 0 else -8), textcoords="offset points",
+                                fontsize=5.5, color=color if not big else "0.2")
+            line = ax.axhline(threshold, color="0.4", lw=0.9, ls="--", zorder=1)
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(_compact_number))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"mAP@{k} relative to exhaustive (1 = equal)")
+            ax.set_title(title)
+        handles.append((line, f"{threshold:.0%} of the exhaustive mAP"))
+        return _finish(fig, axes, 2, f"Nested-code retrieval: mAP@{k} against cost ({n:,} database items)",
+                       caption, handles, "strategy")

@@ -72,6 +72,16 @@ class RunStore:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
 
+    def discard(self) -> None:
+        """Remove the data files of a failed run (keeping the notebook and its log); drop the folder if empty."""
+        if not self.path.exists() or self.state == "complete":
+            return
+        for entry in self.path.iterdir():
+            if entry.suffix not in KEEP_ON_RESET:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if not any(self.path.iterdir()):
+            self.path.rmdir()
+
     def write_json(self, name: str, payload: Mapping[str, Any]) -> Path:
         target = self.path / name
         atomic_write_text(target, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")

@@ -114,3 +114,25 @@ def test_distillation_and_weighting_switches(data_dir):
     plain = build_run(tiny(data_dir, variant="nhl-plain", code_lengths=(8, 16)), progress=False)
     assert not plain.weighting.apply  # monitored, not applied
     torch.manual_seed(0)
+
+
+def test_failed_run_leaves_no_partial_results(tmp_path, data_dir, monkeypatch):
+    import nhllib.experiment as experiment
+
+    def broken_fit(*args, **kwargs):
+        raise NonFiniteLossError("non-finite objective at epoch 1, step 0: code length 8 -> nan")
+
+    monkeypatch.setattr(experiment, "fit", broken_fit)
+    cfg = tiny(data_dir, variant="nhl-plain", code_lengths=(8, 16))
+    with pytest.raises(NonFiniteLossError):
+        run_experiment(cfg, tmp_path, progress=False)
+    assert RunStore(tmp_path, "t", cfg.run_id).state == "absent"
+    assert load_results(tmp_path).empty
+
+
+def test_missing_dataset_names_the_options_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv("NHL_DATA_DIR", raising=False)
+    cfg = RunConfig(**{**TINY, "dataset": "cifar10", "data_dir": str(tmp_path / "data")})
+    with pytest.raises(FileNotFoundError, match="CIFAR-10"):
+        run_experiment(cfg, tmp_path / "results", progress=False)
+    assert not (tmp_path / "results").exists()
