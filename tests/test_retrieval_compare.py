@@ -110,6 +110,17 @@ def test_columns_and_a_real_shortlist(nested):
     assert list(summary(frame).columns)[:3] == ["configuration", "strategy", "ms_per_query"]
 
 
+def test_filled_at_k_counts_the_slots_a_bucket_search_fills(nested):
+    q, db, q_labels, db_labels = nested
+    frame = compare_strategies(q, db, q_labels, db_labels, LENGTHS, k=40, rounds=1, n_threads=1,
+                               configs=[{"strategy": "buckets", "bucket_bits": 8, "nflip": 0}])
+    # candidates: the items whose 8-bit prefix equals the query's
+    same = [sum(bool((db[j, :8] == q[i, :8]).all()) for j in range(len(db))) for i in range(len(q))]
+    assert frame.loc[1, "filled_at_k"] == pytest.approx(np.mean([min(c, 40) / 40 for c in same]))
+    assert frame.loc[1, "candidates_per_query"] == pytest.approx(np.mean(same))
+    assert frame.loc[0, "filled_at_k"] == 1.0
+
+
 def test_invalid_configs_are_skipped_and_the_reference_is_added(nested, caplog):
     q, db, q_labels, db_labels = nested
     configs = [
@@ -250,6 +261,11 @@ def test_summarize_tradeoff_picks_the_fastest_within_threshold():
     assert "No nested configuration keeps 99.9%" in summarize_tradeoff(hand_frame(), threshold=0.999)
     with pytest.raises(KeyError, match="map_ratio"):
         summarize_tradeoff(hand_frame().drop(columns="map_ratio"))
+    # a configuration that leaves result slots empty is not counted, however high its mAP ratio
+    partial = hand_frame().assign(filled_at_k=[1, 1, 0.6, 1, 1])
+    text = summarize_tradeoff(partial)
+    assert "Not counted, since they return fewer than k items for some queries: shortlist a." in text
+    assert "Fastest configuration within 1% of that mAP: buckets c" in text
 
 
 def test_plot_retrieval_tradeoff_is_complete(tmp_path):
@@ -272,3 +288,6 @@ def test_plot_retrieval_tradeoff_is_complete(tmp_path):
         "retrieval_tradeoff.png", "retrieval_tradeoff.pdf"}
     with pytest.raises(KeyError, match="bits_scanned"):
         plots.plot_retrieval_tradeoff(hand_frame().drop(columns="bits_scanned"))
+    partial = plots.plot_retrieval_tradeoff(hand_frame().assign(filled_at_k=[1, 1, 0.6, 1, 1]))
+    notes = [t.get_text() for ax in partial.axes for t in ax.texts]
+    assert notes.count("a (60% of k filled)") == 2 and notes.count("b") == 2

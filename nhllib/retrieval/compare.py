@@ -74,7 +74,10 @@ _MAX_BUCKET_BITS = 64  # prefix keys are one machine word
 # ----------------------------------------------------------------------------- codes of a run
 
 
-def load_run_codes(run_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
+RunCodes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]
+
+
+def load_run_codes(run_dir: str | os.PathLike) -> RunCodes:
     """Codes and labels a run saved: ``(query_codes, db_codes, query_labels, db_labels, code_lengths)``.
 
     ``run_dir`` is a run folder holding ``codes.npz`` (or the ``.npz`` file itself). Codes come back
@@ -234,7 +237,8 @@ def _invalid_reason(config: Mapping[str, Any], lengths: tuple[int, ...], k: int)
         return f"shortlist {config['shortlist']} is below k={k}"
     if s == "funnel":
         sizes = [int(v) for v in config["shortlists"]]
-        if len(sizes) != len(chain) - 1 or any(v < k for v in sizes) or any(b > a for a, b in itertools.pairwise(sizes)):
+        increasing = any(b > a for a, b in itertools.pairwise(sizes))
+        if len(sizes) != len(chain) - 1 or any(v < k for v in sizes) or increasing:
             return f"funnel shortlists {sizes} must be one per stage, >= k={k} and non-increasing"
     if (s == "faiss_hash" or config.get("backend") == "faiss") and chain[-1] < 64:
         return f"faiss IndexBinaryHash re-ranks codes of at least 64 bits, got {chain[-1]}"
@@ -362,9 +366,9 @@ def compare_strategies(
     ``speedup`` is relative to the faster exhaustive longest-length row; ``*_ratio`` and ``overlap_at_k``
     (share of the exhaustive top-k returned) to the first one. ``filled_at_k``: the share of the k result
     slots holding an item (below 1 where a bucket search finds fewer than k candidates; mAP@k, normalised by
-    the relevant items returned, does not penalise the empty slots, precision@k does). ``bits_scanned`` per query: prefix bits x
-    prefix keys compared + re-rank bits x candidates (bucket tables count their distinct prefixes, an
-    upper bound); ``bits_scanned_flat_prefix`` counts the prefix stage as a scan of every item.
+    the relevant items returned, does not penalise the empty slots, precision@k does). ``bits_scanned`` per
+    query: prefix bits x prefix keys compared + re-rank bits x candidates (bucket tables count their distinct
+    prefixes, an upper bound); ``bits_scanned_flat_prefix`` counts the prefix stage as a scan of every item.
     """
     lengths = tuple(sorted(int(v) for v in code_lengths))
     if not lengths:
