@@ -70,14 +70,16 @@ class FitResult:
 
 
 def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill_weight: float):
+    """Per-length objectives O_k, plus the codes and the features they came from (for the weighting)."""
     images, labels, index = batch
-    codes = model(images)
+    features = model.backbone(images)
+    codes = model.head(features)
     per_length = torch.stack([loss(code, labels, index) for loss, code in zip(losses, codes)])
     if distill_weight > 0 and len(codes) > 1:
         distill = cascade_distillation(codes)
         # O_k = ℓ_k + λ D_k for k < K and O_K = ℓ_K: every length keeps its own loss (the release drops ℓ_K).
         per_length = per_length + distill_weight * torch.cat([distill, distill.new_zeros(1)])
-    return per_length
+    return per_length, codes, features
 
 
 def _check_finite(objectives: torch.Tensor, lengths: Sequence[int], epoch: int, step: int) -> None:
@@ -117,20 +119,25 @@ def train_epoch(
     for step, batch in enumerate(iterator):
         batch = tuple(t.to(device, non_blocking=True) for t in batch)
         with torch.autocast(device_type=device.type, enabled=scaler is not None):
-            objectives = _objectives(model, losses, batch, settings.distill_weight)
+            objectives, codes, features = _objectives(model, losses, batch, settings.distill_weight)
         objectives = objectives.float()
         _check_finite(objectives, lengths, epoch, step)
-        weights = weighting(objectives, model.shared_weight)
+        weights = weighting(objectives, model.shared_weight, codes=codes, features=features)
         if conflict_log is not None and weighting.last_stats is not None:
             conflict_log.add(weighting.last_stats, weights)
-        total = (weights * objectives).sum()
         optimizer.zero_grad(set_to_none=True)
+        code_grads = weighting.last_code_grads
         if scaler is not None:
-            scaler.scale(total).backward()
+            scaler.scale((weights * objectives).sum()).backward()
             scaler.step(optimizer)
             scaler.update()
+        elif code_grads is not None and all(g is not None for g in code_grads):
+            # ∂(Σ w_k O_k)/∂h_k = w_k ∂O_k/∂h_k, already computed by the weighting: start the backward at the
+            # codes rather than traversing the losses a second time (same gradients).
+            torch.autograd.backward(list(codes), [w * g for w, g in zip(weights, code_grads)])
+            optimizer.step()
         else:
-            total.backward()
+            (weights * objectives).sum().backward()
             optimizer.step()
         totals += objectives.detach()
         steps += 1

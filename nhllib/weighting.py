@@ -12,9 +12,10 @@ k's objective with respect to the shared hash weight W (shape (L_K, d)):
 5. w_1 = 1, w_l = ∏_{s<l} α_{s,l} (a product down each column of the α table);
 6. normalise w ← K·w/Σw, so the weights sum to K; they are constants (no gradient flows through them).
 
-Gradients are taken with ``torch.autograd.grad`` with respect to the shared weight only: autograd then walks the
-loss and the head, never the backbone, and no ``.grad`` is written, so nothing stale reaches the optimizer step
-(the released code leaves one; METHOD.md §2.5).
+Gradients are taken with ``torch.autograd.grad``, never through the backbone and without writing any ``.grad``, so
+nothing stale reaches the optimizer step (the released code leaves one). Given the codes and the features that fed
+the layer, one backward pass through the losses yields every length's gradient (``∂O_k/∂W[:L_k] = (∂O_k/∂h_k)ᵀ f``);
+otherwise each length's gradient with respect to the shared weight is taken on its own (K passes).
 """
 
 from __future__ import annotations
@@ -88,26 +89,27 @@ def conflict_weights(
                 f"grads[{idx}] must be the gradient of the shared weight, shape ({lengths[-1]}, in_features), "
                 f"got {tuple(grad.shape)}"
             )
-    grads = [g.detach().float() for g in grads]
-    device = grads[0].device
-    dot = torch.zeros(k, k, device=device)
-    cosine = torch.zeros(k, k, device=device)
-    alpha = torch.ones(k, k, device=device)
-    for s in range(k - 1):
-        rows = lengths[s]
-        short = grads[s][:rows].flatten()
-        reference = short if threshold_norm == "own" else grads[0][:rows].flatten()
-        tau = beta * reference.pow(2).sum() / (k - 1)
-        longer = torch.stack([grads[l][:rows].flatten() for l in range(s + 1, k)])
-        dots = longer @ short
-        norms = longer.norm(dim=1) * short.norm()
-        dot[s, s + 1 :] = dots
-        cosine[s, s + 1 :] = torch.where(norms > 0, dots / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
-        # α = τ/(−δ) only where the longer objective pulls against the shorter one by more than its share τ.
-        damp = (dots < 0) & (-dots > tau)
-        alpha[s, s + 1 :] = torch.where(damp, tau / (-dots).clamp_min(torch.finfo(dots.dtype).tiny), 1.0)
+    # All prefix-restricted inner products in one pass: row-wise products, cumulated over rows, read at row
+    # L_s - 1 give pref[a, b, s] = <g_a[:L_s], g_b[:L_s]> (a handful of tensor ops per step, no Python loop).
+    stacked = torch.stack([g.detach().float()[: lengths[-1]] for g in grads])
+    device = stacked.device
+    last_rows = torch.tensor([n - 1 for n in lengths], device=device)
+    pref = torch.einsum("ard,brd->abr", stacked, stacked).cumsum(-1)[:, :, last_rows]
+    idx = torch.arange(k, device=device)
+    dot = pref[idx, :, idx]  # dot[s, l] = <g_s[:L_s], g_l[:L_s]>
+    own_sq = dot.diagonal()  # ‖g_s[:L_s]‖²
+    long_sq = pref[idx, idx, :].T  # long_sq[s, l] = ‖g_l[:L_s]‖²
+    reference_sq = own_sq if threshold_norm == "own" else pref[0, 0, :]
+    tau = beta * reference_sq / max(k - 1, 1)
+    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=device), diagonal=1)
+    dot = torch.where(upper, dot, 0.0)
+    norms = (own_sq[:, None] * long_sq).sqrt()
+    cosine = torch.where(upper & (norms > 0), dot / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
+    # α = τ/(−δ) only where the longer objective pulls against the shorter one by more than its share τ.
+    damp = upper & (dot < 0) & (-dot > tau[:, None])
+    alpha = torch.where(damp, tau[:, None] / (-dot).clamp_min(torch.finfo(dot.dtype).tiny), 1.0)
     alpha, raw_weights, weights = weights_from_alpha(alpha)
-    stats = ConflictStats(lengths, dot, cosine, dot < 0, alpha, raw_weights, weights)
+    stats = ConflictStats(lengths, dot, cosine, upper & (dot < 0), alpha, raw_weights, weights)
     return weights, stats
 
 
@@ -120,11 +122,11 @@ def weights_from_alpha(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     k = alpha.shape[0]
     if alpha.shape != (k, k):
         raise ValueError(f"alpha must be a square (K, K) table, got {tuple(alpha.shape)}")
-    capped = alpha.clone()
-    for s in range(k - 2):
-        capped[s, s + 2 :] = torch.minimum(capped[s, s + 2 :], capped[s, s + 1])
-    # w_l = Π_{s<l} α_{s,l}: the product down column l of the strict upper triangle.
     upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=alpha.device), diagonal=1)
+    beyond_adjacent = torch.triu(torch.ones(k, k, dtype=torch.bool, device=alpha.device), diagonal=2)
+    adjacent = torch.cat([alpha.diagonal(offset=1), alpha.new_ones(1)])  # α_{s,s+1} per row s
+    capped = torch.where(beyond_adjacent, torch.minimum(alpha, adjacent[:, None]), alpha)
+    # w_l = Π_{s<l} α_{s,l}: the product down column l of the strict upper triangle.
     raw_weights = torch.where(upper, capped, torch.ones_like(capped)).prod(dim=0)
     weights = k * raw_weights / raw_weights.sum()
     return capped, raw_weights, weights
@@ -142,15 +144,20 @@ class WeightingStrategy:
 
     def __init__(self) -> None:
         self.last_stats: ConflictStats | None = None
+        # ∂O_k/∂h_k of the last call, when it computed them (ConflictAware's one-pass path); training reuses them
+        # to start the final backward at the codes instead of going through the losses again.
+        self.last_code_grads: list[torch.Tensor | None] | None = None
 
-    def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None) -> torch.Tensor:
+    def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
 
 class Uniform(WeightingStrategy):
     """All weights 1: the plain sum of the per-length objectives (the paper's "w/o A")."""
 
-    def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None) -> torch.Tensor:
+    def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
         self.last_stats = None
         return torch.ones(objectives.shape[0], device=objectives.device)
 
@@ -165,7 +172,8 @@ class Static(WeightingStrategy):
             raise ValueError(f"Static weights must be a non-empty sequence of positive finite floats, got {weights!r}")
         self.weights = values
 
-    def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None) -> torch.Tensor:
+    def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
         if objectives.shape[0] != self.weights.numel():
             raise ValueError(
                 f"Static has {self.weights.numel()} weights but the model has {objectives.shape[0]} code lengths"
@@ -216,7 +224,8 @@ class ConflictAware(WeightingStrategy):
         self._calls = 0
         self._last_weights: torch.Tensor | None = None
 
-    def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None) -> torch.Tensor:
+    def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
         if shared_weight is None:
             raise ValueError("ConflictAware needs the nested layer's shared weight; this head has none (heads variant?)")
         k = objectives.shape[0]
@@ -225,18 +234,41 @@ class ConflictAware(WeightingStrategy):
         ones = torch.ones(k, device=objectives.device)
         compute = self._calls % self.every == 0
         self._calls += 1
+        self.last_code_grads = None
         if not compute or k == 1:
             self.last_stats = None
             if self.apply and self._last_weights is not None:
                 return self._last_weights
             return ones
-        grads = [
-            torch.autograd.grad(objectives[i], shared_weight, retain_graph=True, allow_unused=True)[0]
-            for i in range(k)
-        ]
-        grads = [torch.zeros_like(shared_weight) if g is None else g for g in grads]
+        if codes is not None and features is not None:
+            self.last_code_grads, grads = self._grads_from_codes(objectives, shared_weight, codes, features)
+        else:
+            grads = [
+                torch.autograd.grad(objectives[i], shared_weight, retain_graph=True, allow_unused=True)[0]
+                for i in range(k)
+            ]
+            grads = [torch.zeros_like(shared_weight) if g is None else g for g in grads]
         weights, self.last_stats = conflict_weights(grads, self.code_lengths, self.beta, self.threshold_norm)
         if not self.apply:
             return ones
         self._last_weights = weights
         return weights
+
+    @staticmethod
+    def _grads_from_codes(objectives: torch.Tensor, shared_weight: torch.nn.Parameter,
+                          codes: Sequence[torch.Tensor], features: torch.Tensor):
+        """Per-length ∂O_k/∂W from ONE backward pass through the losses, not K.
+
+        Each objective O_k depends on the k-th code only (its loss, and its distillation term whose teacher is
+        detached), so the gradient of Σ_k O_k with respect to the K code tensors gives every ∂O_k/∂h_k at once;
+        since h_k = f W[:L_k]ᵀ + b[:L_k], ∂O_k/∂W[:L_k] = (∂O_k/∂h_k)ᵀ f and its other rows are zero.
+        """
+        code_grads = torch.autograd.grad(objectives.sum(), list(codes), retain_graph=True, allow_unused=True)
+        feats = features.detach().float()
+        grads = []
+        for code, code_grad in zip(codes, code_grads):
+            grad = torch.zeros(shared_weight.shape, device=shared_weight.device, dtype=torch.float32)
+            if code_grad is not None:
+                grad[: code.shape[1]] = code_grad.float().T @ feats
+            grads.append(grad)
+        return list(code_grads), grads

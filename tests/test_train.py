@@ -136,3 +136,20 @@ def test_missing_dataset_names_the_options_and_writes_nothing(tmp_path, monkeypa
     with pytest.raises(FileNotFoundError, match="CIFAR-10"):
         run_experiment(cfg, tmp_path / "results", progress=False)
     assert not (tmp_path / "results").exists()
+
+
+def test_backward_from_codes_equals_backward_through_losses(data_dir):
+    """train_epoch's shortcut (backward started at the codes) gives the same parameter gradients."""
+    from nhllib.train import _objectives
+
+    built = build_run(tiny(data_dir, variant="nhl", code_lengths=(8, 16, 32), method="dsh"), progress=False)
+    batch = next(iter(built.data.train))
+    objectives, codes, features = _objectives(built.model, built.losses, batch, 1.0)
+    weights = built.weighting(objectives, built.model.shared_weight, codes=codes, features=features)
+    torch.autograd.backward(list(codes), [w * g for w, g in zip(weights, built.weighting.last_code_grads)],
+                            retain_graph=True)
+    shortcut = [p.grad.clone() for p in built.model.parameters()]
+    built.model.zero_grad(set_to_none=True)
+    (weights * objectives).sum().backward()
+    for fast, full in zip(shortcut, (p.grad for p in built.model.parameters())):
+        assert torch.allclose(fast, full, rtol=1e-4, atol=1e-7)

@@ -181,3 +181,26 @@ def test_uniform_and_static():
         Static([1.0, 1.0])(obj, None)
     with pytest.raises(ValueError, match="shared weight"):
         ConflictAware(LENGTHS)(obj, None)
+
+
+@pytest.mark.parametrize("distill", [False, True])
+def test_one_pass_gradients_equal_per_length_autograd(distill):
+    """The fast path (codes + features, one backward) gives the same weights and stats as K passes."""
+    from nhllib.distill import cascade_distillation
+
+    torch.manual_seed(3)
+    model = TinyNested()
+    x, target = torch.randn(9, 6), torch.randn(9, 16).sign()
+    features = model.backbone(x)
+    codes = model.head(features)
+    objectives = torch.stack([((c - target[:, : c.shape[1]]) ** 2).mean() for c in codes])
+    objectives = objectives * torch.tensor([1.0, -2.0, 0.5])  # make some lengths conflict
+    if distill:
+        objectives = objectives + torch.cat([cascade_distillation(codes), objectives.new_zeros(1)])
+    slow, fast = ConflictAware(LENGTHS), ConflictAware(LENGTHS)
+    w_slow = slow(objectives, model.head.shared_weight)
+    w_fast = fast(objectives, model.head.shared_weight, codes=codes, features=features)
+    assert torch.allclose(w_slow, w_fast, atol=1e-6)
+    assert torch.allclose(slow.last_stats.dot, fast.last_stats.dot, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(slow.last_stats.alpha, fast.last_stats.alpha, atol=1e-6)
+    assert all(p.grad is None for p in model.parameters())
