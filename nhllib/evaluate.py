@@ -36,6 +36,8 @@ the inner product of the L_k-bit prefixes is that of the L_{k-1}-bit prefixes pl
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -63,6 +65,7 @@ TIE_MODES = ("expected", "optimistic", "pessimistic", "index")
 ArrayLike = Tensor | np.ndarray
 
 # Query-item pairs per block (~8M): two float32/int32 (block x N) buffers, 32 MB each, stay alive.
+_PARALLEL_MIN = 1 << 20  # query-item pairs below which threads cost more than they save
 _BLOCK_ELEMENTS = 1 << 23
 # Distances travel through the bits of a float32 held in [2**23, 2**24): there a float is an exact
 # integer and its bit pattern is _FLOAT_BASE_BITS + (value - 2**23), so a subtraction on the int32
@@ -244,6 +247,33 @@ def _histograms(problem: _Problem, block_size: int | None) -> Iterator[tuple[sli
     key_buf = torch.empty(rows_per_block * n_db, dtype=torch.int32, device=dev)
     base_buf = None if problem.nested else torch.empty_like(acc_buf)
     longest_q, longest_db = problem.query[lmax], problem.db[lmax]
+    threads = torch.get_num_threads() if dev.type == "cpu" else 1
+    pool = ThreadPoolExecutor(threads) if threads > 1 and problem.num_queries * n_db >= _PARALLEL_MIN else None
+    try:
+        yield from _histogram_blocks(problem, rows_per_block, stride, acc_buf, key_buf, base_buf, longest_q,
+                                     longest_db, db_labels_t, multi_label, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _pool_size(pool: ThreadPoolExecutor) -> int:
+    return pool._max_workers  # noqa: SLF001 - the executor does not expose its size otherwise
+
+
+def _bincount(keys: Tensor, minlength: int, pool: ThreadPoolExecutor | None) -> Tensor:
+    """``torch.bincount`` split over threads: on CPU it runs on one core, and it is the evaluation's hot spot."""
+    if pool is None:
+        return torch.bincount(keys, minlength=minlength)
+    parts = list(pool.map(lambda chunk: torch.bincount(chunk, minlength=minlength), keys.chunk(_pool_size(pool))))
+    return torch.stack(parts).sum(0)
+
+
+def _histogram_blocks(
+    problem: _Problem, rows_per_block: int, stride: int, acc_buf: Tensor, key_buf: Tensor, base_buf: Tensor | None,
+    longest_q: Tensor, longest_db: Tensor, db_labels_t: Tensor, multi_label: bool, pool: ThreadPoolExecutor | None,
+) -> Iterator[tuple[slice, int, Tensor, Tensor]]:
+    lmax, n_db, dev = problem.lengths[-1], problem.num_db, problem.device
     for start in range(0, problem.num_queries, rows_per_block):
         stop = min(start + rows_per_block, problem.num_queries)
         rows, b = slice(start, stop), stop - start
@@ -270,7 +300,7 @@ def _histograms(problem: _Problem, block_size: int | None) -> Iterator[tuple[sli
                 acc.addmm_(problem.query[length][rows], problem.db[length].T, alpha=-1.0)
             # key = row_offset + relevant + L - <q, db> = row_offset + 2 d + relevant
             torch.sub(acc.view(torch.int32), _FLOAT_BASE_BITS + lmax - length, out=keys)
-            counts = torch.bincount(keys.view(-1), minlength=b * stride)
+            counts = _bincount(keys.view(-1), b * stride, pool)
             if counts.numel() != b * stride:
                 raise RuntimeError("internal error: Hamming histogram keys out of range")
             counts = counts.view(b, lmax + 1, 2)[:, : length + 1]

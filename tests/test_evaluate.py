@@ -478,3 +478,25 @@ def test_cut_group_grid_chunking_does_not_change_results(monkeypatch):
     monkeypatch.setattr(metrics, "_GRID_BUDGET", 3)  # one hit-count value per chunk
     for ties in COUNT_MODES:
         assert mean_average_precision(qc, ql, dc, dl, topk=77, ties=ties) == pytest.approx(ref[ties], abs=1e-12)
+
+
+def test_threaded_histograms_give_the_same_numbers(monkeypatch):
+    """The bincount split over threads (used on large problems) changes no number."""
+    import nhllib.evaluate as evaluate
+
+    gen = torch.Generator().manual_seed(11)
+    q = torch.randint(0, 2, (40, 32), generator=gen) * 2 - 1
+    db = torch.randint(0, 2, (500, 32), generator=gen) * 2 - 1
+    ql = torch.eye(4)[torch.randint(0, 4, (40,), generator=gen)]
+    dbl = torch.eye(4)[torch.randint(0, 4, (500,), generator=gen)]
+    codes_q = {8: q[:, :8], 32: q}
+    codes_db = {8: db[:, :8], 32: db}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        serial = {t: evaluate.evaluate_nested(codes_q, ql, codes_db, dbl, ties=t) for t in ("expected", "index")}
+        monkeypatch.setattr(evaluate, "_PARALLEL_MIN", 0)
+        threaded = {t: evaluate.evaluate_nested(codes_q, ql, codes_db, dbl, ties=t) for t in ("expected", "index")}
+    finally:
+        torch.set_num_threads(previous)
+    assert threaded == serial
