@@ -31,8 +31,8 @@ def test_committed_notebooks_have_no_outputs_and_a_parameters_cell(path):
 
 @pytest.mark.slow
 def test_smoke_study_renders_every_figure(tmp_path):
-    """`python -m nhllib.study smoke` (what `./run_all.sh smoke` runs) produces every figure file."""
-    done = subprocess.run([sys.executable, "-m", "nhllib.study", "smoke", "--results", str(tmp_path)],
+    """`./run_all.sh smoke` runs every notebook and produces every figure file."""
+    done = subprocess.run([str(ROOT / "run_all.sh"), "smoke", "--results", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = tmp_path / "smoke" / "figures"
@@ -47,8 +47,11 @@ def test_smoke_study_renders_every_figure(tmp_path):
     assert again.returncode == 0 and again.stdout.count("done before, skipped") == 9
 
 
-def test_unknown_profile_is_refused_before_anything_runs(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "nhllib.study", "fast", "--results", str(tmp_path)],
+@pytest.mark.parametrize("command", [["run_all.sh"], [sys.executable, "-m", "nhllib.study"]])
+def test_unknown_profile_is_refused_before_anything_runs(tmp_path, command):
+    if command == ["run_all.sh"]:
+        command = [str(ROOT / "run_all.sh")]
+    done = subprocess.run([*command, "fast", "--results", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "unknown profile 'fast'" in done.stderr
     assert not any(tmp_path.iterdir())
