@@ -114,16 +114,25 @@ def _execute(notebook: str, output: Path, parameters: dict[str, Any], cwd: Path,
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     log = output.with_suffix(".log")
     with open(log, "w") as handle:
+        # Paths relative to the project where possible: papermill records them in the executed notebook.
         done = subprocess.run(
-            [sys.executable, "-m", "papermill", str(NOTEBOOKS_DIR / notebook), str(output), "-f", str(params_file),
-             "--cwd", str(cwd), "-k", "python3", "--no-progress-bar"],
-            stdout=handle, stderr=subprocess.STDOUT, env=env, check=False,
+            [sys.executable, "-m", "papermill", _relative(NOTEBOOKS_DIR / notebook, cwd), _relative(output, cwd),
+             "-f", _relative(params_file, cwd), "--cwd", ".", "-k", "python3", "--no-progress-bar"],
+            stdout=handle, stderr=subprocess.STDOUT, env=env, check=False, cwd=str(cwd),
         )
     params_file.unlink(missing_ok=True)
     if done.returncode:
         lines = [line for line in log.read_text().splitlines() if line.strip()]
         reason = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "no output")
         raise NotebookFailed(reason.strip())
+
+
+def _relative(path: Path, start: Path) -> str:
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path(start).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _train_parameters(cfg: RunConfig, results_root: Path) -> dict[str, Any]:
