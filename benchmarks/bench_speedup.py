@@ -7,7 +7,7 @@ epochs, interleaving them epoch by epoch so that machine noise hits all alike. O
 (no evaluation). Writes JSON: per-model training times, the ratio sum(separate) / nhl (the limit at equal epochs
 is K = 5), the per-step overhead of full NHL over plain NHL, and that of conflict monitoring alone.
 
-    python benchmarks/bench_speedup.py [--epochs 5] [--method csq] [--out benchmarks/results/bench_speedup.json]
+    python benchmarks/bench_speedup.py [--epochs 5] [--method csq] [--out FILE]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--method", default="csq")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="benchmarks/results/bench_speedup.json")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/bench_speedup_<method>.json")
     args = parser.parse_args()
 
     base = RunConfig(study="bench", method=args.method, data_dir=args.data_dir, device=args.device,
@@ -92,7 +92,7 @@ def main() -> None:
         "nhl_overhead_per_step_over_plain": per_step["nhl"] / per_step["nhl-plain"] - 1,
         "monitor_overhead_per_step_over_plain": per_step["nhl-plain+monitor"] / per_step["nhl-plain"] - 1,
     }
-    out = Path(args.out)
+    out = Path(args.out or f"benchmarks/results/bench_speedup_{args.method}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"sum of 5 separate: {separate_total:.1f} s | nhl-plain {totals['nhl-plain']:.1f} s | "
