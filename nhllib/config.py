@@ -11,13 +11,11 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from nhllib.evaluate import TIE_MODES
 from nhllib.nested import validate_code_lengths
 from nhllib.weighting import THRESHOLD_NORMS
 
 __all__ = ["Variant", "VARIANTS", "RunConfig", "TIE_MODES"]
-
-TIE_MODES = ("expected", "optimistic", "pessimistic", "index")
-
 
 @dataclass(frozen=True)
 class Variant:
