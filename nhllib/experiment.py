@@ -23,7 +23,7 @@ from nhllib.losses import build_loss
 from nhllib.model import HashingModel
 from nhllib.nested import NestedHashLayer, SeparateHashHeads
 from nhllib.results import RunStore
-from nhllib.train import FitResult, TrainSettings, fit
+from nhllib.train import TrainSettings, fit
 from nhllib.utils import git_commit, package_versions, resolve_device, seed_everything
 from nhllib.weighting import ConflictAware, Uniform, WeightingStrategy
 

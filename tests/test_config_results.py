@@ -1,6 +1,3 @@
-import json
-
-import pandas as pd
 import pytest
 
 from nhllib.config import RunConfig
