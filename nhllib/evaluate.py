@@ -28,18 +28,19 @@ Conventions (shared by every function here; METHOD.md §5 and ECOSYSTEM.md §3.3
 
 Implementation: distances take only L+1 values, so each query's ranking is summarised by two histograms
 (items and relevant items per distance), from which ``nhllib.metrics`` computes every count-based tie
-mode exactly. Queries are processed in blocks (memory O(block x N)); distances come from float32 matrix
-products of ±1 codes, which are exact integers. For nested codes one distance pass serves every length:
-the inner product of the L_k-bit prefixes is that of the L_{k-1}-bit prefixes plus the product of bits
-[L_{k-1}, L_k), accumulated in place. Only ``ties="index"`` sorts (a stable sort per block).
+mode exactly. Queries are processed in blocks (memory O(block x N)). Per block, one exact int8 matrix
+product (labels and ±1 codes in, int32 out) gives histogram keys for up to two lengths at once, packed as a
+joint histogram, and one bincount counts them; for nested codes the longer length's distance is the
+shorter prefix's plus that of the next bits (see the "distance histograms" section). Only
+``ties="index"`` sorts (a stable sort per block and length).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -64,14 +65,14 @@ TIE_MODES = ("expected", "optimistic", "pessimistic", "index")
 
 ArrayLike = Tensor | np.ndarray
 
-# Query-item pairs per block (~8M): two float32/int32 (block x N) buffers, 32 MB each, stay alive.
 _PARALLEL_MIN = 1 << 20  # query-item pairs below which threads cost more than they save
-_BLOCK_ELEMENTS = 1 << 23
-# Distances travel through the bits of a float32 held in [2**23, 2**24): there a float is an exact
-# integer and its bit pattern is _FLOAT_BASE_BITS + (value - 2**23), so a subtraction on the int32
-# view yields histogram keys without a float->int conversion pass.
-_FLOAT_BASE = float(1 << 23)
-_FLOAT_BASE_BITS = 0x4B000000
+_BLOCK_ELEMENTS = 1 << 23  # query-item pairs per block: one int32 (block x N) key buffer of 32 MB
+_COUNT_BATCH_ROWS = 4096  # queries whose counts go to the metrics in one call
+# Joint histograms (see "distance histograms"): at most two lengths per pass, int8 radices, and a joint
+# histogram small enough to stay in cache while bincount fills it.
+_MAX_JOINT_LENGTHS = 2
+_MAX_RADIX = 127
+_MAX_JOINT_CELLS = 1 << 13
 
 
 # ----------------------------------------------------------------------------- input handling
@@ -97,7 +98,7 @@ def _check_2d(x: Tensor, name: str, what: str) -> None:
 
 
 def _binarise(codes: object, name: str, device: torch.device) -> Tensor:
-    """±1 float32 codes on ``device`` (x >= 0 -> +1); rejects NaN and {0, 1} bit matrices."""
+    """±1 int8 codes on ``device`` (x >= 0 -> +1); rejects NaN and {0, 1} bit matrices."""
     x = _as_tensor(codes, name)
     _check_2d(x, name, "codes (items, bits)")
     if x.shape[1] == 0:
@@ -111,8 +112,7 @@ def _binarise(codes: object, name: str, device: torch.device) -> Tensor:
     if bool(positive.all()) and bool(((x == 0) | (x == 1)).all()) and bool((x == 0).any()):
         raise ValueError(f"{name} holds only 0 and 1; pass ±1 codes (e.g. 2 * bits - 1): with the x >= 0 -> +1 "
                          f"rule every bit would be +1")
-    one = torch.ones((), dtype=torch.float32, device=device)
-    return torch.where(positive, one, -one)
+    return positive.to(torch.int8).mul_(2).sub_(1)
 
 
 def _labels(labels: object, name: str, device: torch.device) -> Tensor:
@@ -147,7 +147,7 @@ def _device_of(x: object, device: torch.device | str | None) -> torch.device:
 
 
 class _Problem:
-    """Validated inputs of one evaluation: ±1 float32 codes per length, float32 labels, one device.
+    """Validated inputs of one evaluation: ±1 int8 codes per length, float32 labels, one device.
 
     ``single`` names the arguments without a ``[L]`` suffix (the one-length functions); otherwise the
     dict keys must equal the code widths.
@@ -216,102 +216,202 @@ def _single(query_codes: object, query_labels: object, db_codes: object, db_labe
 
 
 # ----------------------------------------------------------------------------- distance histograms
+#
+# One query block is summarised per code length by counts over (distance, relevance). Keys
+#     key = row * stride + 2 * cell + relevant
+# come out of ONE integer matrix product per group of lengths plus a row offset, and one bincount turns
+# them into counts. A group serves up to two lengths through a joint histogram: its variables v_i
+# (Hamming distances over column blocks) are packed as cell = sum_i radix_i * v_i, and since
+# 2 v_i = bits_i - <q_i, db_i>, the product of [labels, -radix-weighted codes] with [labels, codes] gives
+# 2 * cell + relevant up to a constant. For nested codes the variables are the distance over the shorter
+# prefix and over the next bits, so the longer length's distance is their sum. Entries are int8
+# (|radix| <= 127) and products int32, hence exact; where torch has no int8 product the same matrices go
+# through a float32 product, also exact (small integers, even with TF32/bf16 inputs).
 
 
-def _block_rows(num_queries: int, num_db: int, max_length: int, block_size: int | None) -> int:
-    # Keys row * 2(L+1) + 2d + rel must stay below 2**23 for the float-bits trick.
-    cap = max(1, ((1 << 23) - 4 * (max_length + 1)) // (2 * (max_length + 1)))
+@dataclass(frozen=True)
+class _Group:
+    """One matrix product and one bincount serving ``lengths``."""
+
+    lengths: tuple[int, ...]
+    query: Tensor  # (Q, K) int8 (float32 when there is no int8 product): [labels, -radix * codes]
+    db_t: Tensor  # (K, N) same dtype: [labels; codes]
+    constant: int  # sum_i radix_i * bits_i, so that 2 * cell = constant + <query row, db column>
+    cells: int
+    cell_distance: dict[int, Tensor]  # length -> (cells,) long: its Hamming distance in each cell
+
+    @property
+    def stride(self) -> int:
+        return 2 * self.cells
+
+
+def _int8_product_available(device: torch.device) -> bool:
+    """Whether ``torch._int_mm`` (exact int8 x int8 -> int32, about 4x a float32 product on CPU) is used."""
+    return device.type == "cpu" and hasattr(torch, "_int_mm")
+
+
+def _plan_variables(problem: _Problem, joint: bool) -> list[list[tuple[int, slice | None]]]:
+    """Groups of ``(length, columns)``: ``columns`` of the longest code (nested) or ``None`` (own codes).
+
+    Lengths are taken in increasing order and joined to the current group while it has fewer than
+    ``_MAX_JOINT_LENGTHS`` lengths, the next radix fits int8 and the joint histogram stays under
+    ``_MAX_JOINT_CELLS`` cells per query; ``joint=False`` gives one length per group (the key layout
+    ``row * 2(L+1) + 2d + relevant`` that the sorting tie mode needs).
+    """
+    groups: list[list[tuple[int, slice | None]]] = []
+    cells = 0  # of the current group's joint histogram = the radix a next variable would get
+    for length in problem.lengths:
+        group = groups[-1] if groups else []
+        start = group[-1][0] if group and problem.nested else 0
+        values = length - start + 1 if problem.nested else length + 1
+        if (joint and group and len(group) < _MAX_JOINT_LENGTHS and cells <= _MAX_RADIX
+                and cells * values <= _MAX_JOINT_CELLS):
+            group.append((length, slice(start, length) if problem.nested else None))
+            cells *= values
+        else:
+            groups.append([(length, slice(0, length) if problem.nested else None)])
+            cells = length + 1
+    return groups
+
+
+def _build_group(problem: _Problem, variables: list[tuple[int, slice | None]], with_labels: bool,
+                 integer: bool) -> _Group:
+    longest_q, longest_db = problem.query[problem.lengths[-1]], problem.db[problem.lengths[-1]]
+    q_parts, db_parts = [], []
+    if with_labels:
+        q_parts.append(problem.query_labels)
+        db_parts.append(problem.db_labels)
+    radices, value_counts, constant = [], [], 0
+    radix = 1
+    for length, columns in variables:
+        q = problem.query[length] if columns is None else longest_q[:, columns]
+        d = problem.db[length] if columns is None else longest_db[:, columns]
+        q_parts.append(q * -radix)
+        db_parts.append(d)
+        radices.append(radix)
+        value_counts.append(q.shape[1] + 1)
+        constant += radix * q.shape[1]
+        radix *= q.shape[1] + 1
+    cells = radix
+    dtype = torch.int8 if integer else torch.float32
+    width = sum(part.shape[1] for part in q_parts)
+    pad = -width % 8  # aligned inner dimension for the int8 kernels
+    q_parts.append(longest_q.new_zeros(problem.num_queries, pad))
+    db_parts.append(longest_db.new_zeros(problem.num_db, pad))
+    query = torch.cat([part.to(dtype) for part in q_parts], 1)
+    db_t = torch.cat([part.to(dtype) for part in db_parts], 1).T.contiguous()
+    cell = torch.arange(cells, device=problem.device)
+    values = [(cell // r) % n for r, n in zip(radices, value_counts)]
+    cell_distance = {}
+    for i, (length, columns) in enumerate(variables):
+        # Nested: the length's distance is the sum of the group's variables up to its own.
+        cell_distance[length] = torch.stack(values[: i + 1]).sum(0) if columns is not None else values[i]
+    return _Group(tuple(length for length, _ in variables), query.contiguous(), db_t, constant, cells,
+                  cell_distance)
+
+
+def _block_rows(problem: _Problem, groups: list[_Group], block_size: int | None) -> int:
     if block_size is None:
-        rows = max(1, _BLOCK_ELEMENTS // max(num_db, 1))
+        rows = max(1, _BLOCK_ELEMENTS // max(problem.num_db, 1))
     else:
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
         rows = block_size
-    return min(rows, cap, num_queries)
-
-
-def _histograms(problem: _Problem, block_size: int | None) -> Iterator[tuple[slice, int, Tensor, Tensor]]:
-    """Yield ``(rows, L, counts, keys)`` per query block and code length, lengths in increasing order.
-
-    ``counts`` is int64 (rows, L+1, 2): items at each distance, split by relevance (index 1 = relevant).
-    ``keys`` is an int32 (rows, N) view ``row * 2(Lmax+1) + 2 * distance + relevant`` (row local to the
-    block); it is overwritten at the next step, so use it before advancing.
-    """
-    lmax = problem.lengths[-1]
-    stride = 2 * (lmax + 1)
-    rows_per_block = _block_rows(problem.num_queries, problem.num_db, lmax, block_size)
-    n_db, dev = problem.num_db, problem.device
-    multi_label = bool((problem.query_labels.sum(1) > 1).any()) and bool((problem.db_labels.sum(1) > 1).any())
-    db_labels_t = problem.db_labels.T
-    acc_buf = torch.empty(rows_per_block * n_db, dtype=torch.float32, device=dev)
-    key_buf = torch.empty(rows_per_block * n_db, dtype=torch.int32, device=dev)
-    base_buf = None if problem.nested else torch.empty_like(acc_buf)
-    longest_q, longest_db = problem.query[lmax], problem.db[lmax]
-    threads = torch.get_num_threads() if dev.type == "cpu" else 1
-    pool = ThreadPoolExecutor(threads) if threads > 1 and problem.num_queries * n_db >= _PARALLEL_MIN else None
-    try:
-        yield from _histogram_blocks(problem, rows_per_block, stride, acc_buf, key_buf, base_buf, longest_q,
-                                     longest_db, db_labels_t, multi_label, pool)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-
-
-def _pool_size(pool: ThreadPoolExecutor) -> int:
-    return pool._max_workers  # noqa: SLF001 - the executor does not expose its size otherwise
+    # int32 keys: row * stride + constant + labels must stay below 2**31
+    cap = min(((1 << 31) - 1 - g.constant - problem.query_labels.shape[1]) // g.stride for g in groups)
+    return max(1, min(rows, cap, problem.num_queries))
 
 
 def _bincount(keys: Tensor, minlength: int, pool: ThreadPoolExecutor | None) -> Tensor:
     """``torch.bincount`` split over threads: on CPU it runs on one core, and it is the evaluation's hot spot."""
     if pool is None:
         return torch.bincount(keys, minlength=minlength)
-    parts = list(pool.map(lambda chunk: torch.bincount(chunk, minlength=minlength), keys.chunk(_pool_size(pool))))
+    parts = list(pool.map(lambda chunk: torch.bincount(chunk, minlength=minlength),
+                          keys.chunk(pool._max_workers)))  # noqa: SLF001 - the executor's size
     return torch.stack(parts).sum(0)
 
 
-def _histogram_blocks(
-    problem: _Problem, rows_per_block: int, stride: int, acc_buf: Tensor, key_buf: Tensor, base_buf: Tensor | None,
-    longest_q: Tensor, longest_db: Tensor, db_labels_t: Tensor, multi_label: bool, pool: ThreadPoolExecutor | None,
-) -> Iterator[tuple[slice, int, Tensor, Tensor]]:
-    lmax, n_db, dev = problem.lengths[-1], problem.num_db, problem.device
-    for start in range(0, problem.num_queries, rows_per_block):
-        stop = min(start + rows_per_block, problem.num_queries)
-        rows, b = slice(start, stop), stop - start
-        acc = acc_buf[: b * n_db].view(b, n_db)
-        keys = key_buf[: b * n_db].view(b, n_db)
-        # acc = 2**23 + Lmax + row_offset + relevant - <q, db>: exact float32 integers throughout. Matrix
-        # products only see ±1 / 0-1 entries (exact even in TF32/bf16 modes, accumulated in fp32); the
-        # large offsets are added elementwise.
-        torch.matmul(problem.query_labels[rows], db_labels_t, out=acc)
-        if multi_label:  # label overlap can exceed 1 only if both sides have multi-label rows
-            acc.clamp_(max=1.0)
-        offsets = torch.arange(b, device=dev, dtype=torch.float32) * stride + (_FLOAT_BASE + lmax)
-        acc.add_(offsets[:, None])
-        if base_buf is not None:
-            base = base_buf[: b * n_db].view(b, n_db)
-            base.copy_(acc)
-        done = 0
-        for length in problem.lengths:
-            if problem.nested:
-                acc.addmm_(longest_q[rows, done:length], longest_db[:, done:length].T, alpha=-1.0)
-                done = length
-            else:
-                acc.copy_(base)
-                acc.addmm_(problem.query[length][rows], problem.db[length].T, alpha=-1.0)
-            # key = row_offset + relevant + L - <q, db> = row_offset + 2 d + relevant
-            torch.sub(acc.view(torch.int32), _FLOAT_BASE_BITS + lmax - length, out=keys)
-            counts = _bincount(keys.view(-1), b * stride, pool)
-            if counts.numel() != b * stride:
-                raise RuntimeError("internal error: Hamming histogram keys out of range")
-            counts = counts.view(b, lmax + 1, 2)[:, : length + 1]
-            yield rows, length, counts, keys
+def _histograms(problem: _Problem, block_size: int | None, joint: bool = True
+                ) -> Iterator[tuple[slice, int, Tensor, Tensor | None]]:
+    """Yield ``(rows, L, counts, keys)`` per query block and code length.
+
+    ``counts`` is int64 (rows, L+1, 2): items at each distance, split by relevance (index 1 = relevant).
+    With ``joint=False`` every length has its own pass and ``keys`` is an int32 (rows, N) view
+    ``row * 2(L+1) + 2 * distance + relevant`` (row local to the block), overwritten at the next step;
+    with ``joint=True`` (fewer passes) ``keys`` is None.
+    """
+    dev, n_db = problem.device, problem.num_db
+    integer = _int8_product_available(dev)
+    # Relevance is the label product itself unless two multi-label rows can share several labels; then it
+    # is clamped once per block and added to every group's keys.
+    multi_label = bool((problem.query_labels.sum(1) > 1).any()) and bool((problem.db_labels.sum(1) > 1).any())
+    groups = [_build_group(problem, variables, not multi_label, integer)
+              for variables in _plan_variables(problem, joint)]
+    rows_per_block = _block_rows(problem, groups, block_size)
+    key_buf = torch.empty(rows_per_block * n_db, dtype=torch.int32, device=dev)
+    float_buf = None if integer else torch.empty(rows_per_block * n_db, dtype=torch.float32, device=dev)
+    rel_buf = torch.empty_like(key_buf) if multi_label else None
+    labels_q = problem.query_labels.to(torch.int8 if integer else torch.float32)
+    labels_db_t = problem.db_labels.to(labels_q.dtype).T.contiguous()
+    threads = torch.get_num_threads() if dev.type == "cpu" else 1
+    pool = ThreadPoolExecutor(threads) if threads > 1 and problem.num_queries * n_db >= _PARALLEL_MIN else None
+
+    def product(a: Tensor, b_t: Tensor, out: Tensor) -> Tensor:
+        if integer:
+            return torch._int_mm(a, b_t, out=out)  # noqa: SLF001 - exact int8 GEMM, no public equivalent
+        acc = float_buf[: out.numel()].view(out.shape)
+        torch.matmul(a, b_t, out=acc)
+        return out.copy_(acc)
+
+    try:
+        for start in range(0, problem.num_queries, rows_per_block):
+            stop = min(start + rows_per_block, problem.num_queries)
+            rows, b = slice(start, stop), stop - start
+            keys = key_buf[: b * n_db].view(b, n_db)
+            if rel_buf is not None:
+                relevant = product(labels_q[rows], labels_db_t, rel_buf[: b * n_db].view(b, n_db)).clamp_(max=1)
+            row_index = torch.arange(b, device=dev, dtype=torch.int32)[:, None]
+            for group in groups:
+                product(group.query[rows], group.db_t, keys)
+                keys.add_(row_index * group.stride + group.constant)
+                if rel_buf is not None:
+                    keys.add_(relevant)
+                joint_counts = _bincount(keys.view(-1), b * group.stride, pool)
+                if joint_counts.numel() != b * group.stride:
+                    raise RuntimeError("internal error: Hamming histogram keys out of range")
+                joint_counts = joint_counts.view(b, group.cells, 2)
+                for length in group.lengths:
+                    if len(group.lengths) == 1:
+                        counts = joint_counts
+                    else:
+                        counts = joint_counts.new_zeros(b, length + 1, 2).index_add_(
+                            1, group.cell_distance[length], joint_counts)
+                    yield rows, length, counts, None if joint else keys
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
 
-def _ranked_relevance(keys: Tensor, lmax: int, k: int) -> Tensor:
+def _batched_counts(problem: _Problem, block_size: int | None) -> Iterator[tuple[int, Tensor]]:
+    """``(L, counts)`` over batches of at least ``_COUNT_BATCH_ROWS`` queries (fewer calls of the metrics)."""
+    pending: dict[int, list[Tensor]] = {length: [] for length in problem.lengths}
+    buffered = 0
+    for rows, length, counts, _ in _histograms(problem, block_size):
+        pending[length].append(counts)
+        if length == problem.lengths[-1]:
+            buffered += rows.stop - rows.start
+            if buffered >= _COUNT_BATCH_ROWS or rows.stop == problem.num_queries:
+                for key in problem.lengths:
+                    yield key, torch.cat(pending[key])
+                    pending[key] = []
+                buffered = 0
+
+
+def _ranked_relevance(keys: Tensor, length: int, k: int) -> Tensor:
     """Relevance (rows, k), bool, of the first k items ranked by (distance, database position)."""
-    row_base = torch.arange(keys.shape[0], device=keys.device, dtype=torch.int32)[:, None] * (lmax + 1)
+    row_base = torch.arange(keys.shape[0], device=keys.device, dtype=torch.int32)[:, None] * (length + 1)
     dist = (keys >> 1).sub_(row_base)
-    if keys.device.type == "cpu" and lmax < (1 << 15):
+    if keys.device.type == "cpu" and length < (1 << 15):
         # numpy's stable sort is a radix sort for 16-bit keys: O(N), far faster than a comparison sort.
         order = torch.from_numpy(np.argsort(dist.to(torch.int16).numpy(), axis=1, kind="stable")[:, :k])
     else:
@@ -320,17 +420,16 @@ def _ranked_relevance(keys: Tensor, lmax: int, k: int) -> Tensor:
 
 
 def _map_per_length(problem: _Problem, topk: int | None, ties: str, block_size: int | None) -> dict[int, float]:
-    tables = metrics.RankTables.build(problem.num_db, problem.device)
     sums = {length: 0.0 for length in problem.lengths}
-    k_eff = problem.num_db if topk is None else min(topk, problem.num_db)
-    for _, length, counts, keys in _histograms(problem, block_size):
-        if ties == "index":
-            ap = metrics.average_precision_from_ranking(
-                _ranked_relevance(keys, problem.lengths[-1], k_eff))
-        else:
-            total = counts.sum(2)
-            ap = metrics.average_precision_from_counts(total, counts[..., 1], topk, ties, tables)
-        sums[length] += float(ap.sum())
+    if ties == "index":
+        k_eff = problem.num_db if topk is None else min(topk, problem.num_db)
+        for _, length, _, keys in _histograms(problem, block_size, joint=False):
+            sums[length] += float(metrics.average_precision_from_ranking(_ranked_relevance(keys, length, k_eff)).sum())
+    else:
+        tables = metrics.RankTables.build(problem.num_db, problem.device)
+        for length, counts in _batched_counts(problem, block_size):
+            ap = metrics.average_precision_from_counts(counts.sum(2), counts[..., 1], topk, ties, tables)
+            sums[length] += float(ap.sum())
     return {length: sums[length] / problem.num_queries for length in problem.lengths}
 
 
@@ -409,13 +508,14 @@ def precision_at_k(query_codes: ArrayLike, query_labels: ArrayLike, db_codes: Ar
     n_db = problem.num_db
     k_eff = torch.tensor([min(int(k), n_db) for k in k_list], dtype=torch.long, device=problem.device)
     sums = torch.zeros(len(k_list), dtype=torch.float64, device=problem.device)
-    for _, length, counts, keys in _histograms(problem, block_size):
-        if ties == "index":
-            hits = _ranked_relevance(keys, width, int(k_eff.max())).cumsum(1, dtype=torch.float64)
-            found = hits[:, k_eff - 1]
-        else:
+    if ties == "index":
+        for _, length, _, keys in _histograms(problem, block_size, joint=False):
+            hits = _ranked_relevance(keys, length, int(k_eff.max())).cumsum(1, dtype=torch.float64)
+            sums += (hits[:, k_eff - 1] / k_eff.double()).sum(0)
+    else:
+        for _, counts in _batched_counts(problem, block_size):
             found = metrics.hits_at_k_from_counts(counts.sum(2), counts[..., 1], k_eff, ties)
-        sums += (found / k_eff.double()).sum(0)
+            sums += (found / k_eff.double()).sum(0)
     return (sums / problem.num_queries).cpu().numpy()
 
 
@@ -432,7 +532,7 @@ def precision_recall_curve(query_codes: ArrayLike, query_labels: ArrayLike, db_c
     problem, width = _single(query_codes, query_labels, db_codes, db_labels, device)
     prec = torch.zeros(width + 1, dtype=torch.float64, device=problem.device)
     rec = torch.zeros_like(prec)
-    for _, _, counts, _ in _histograms(problem, block_size):
+    for _, counts in _batched_counts(problem, block_size):
         p, r = metrics.radius_precision_recall_from_counts(counts.sum(2), counts[..., 1])
         prec += p.sum(0)
         rec += r.sum(0)

@@ -500,3 +500,55 @@ def test_threaded_histograms_give_the_same_numbers(monkeypatch):
     finally:
         torch.set_num_threads(previous)
     assert threaded == serial
+
+
+def _sorted_ap(qc, ql, dc, dl, key) -> float:
+    """mAP@all of explicit rankings sorted by ``key(distance, relevant, position)``."""
+    aps = []
+    for qi in range(len(qc)):
+        d, r = _query_setup(qc[qi], ql[qi], dc, dl)
+        order = sorted(range(len(d)), key=lambda i: key(d[i], r[i], i))
+        aps.append(_ap([r[i] for i in order], None))
+    return sum(aps) / len(aps)
+
+
+@pytest.mark.parametrize("nested", [True, False])
+@pytest.mark.parametrize("multi", [False, True])
+def test_joint_histograms_on_wide_and_irregular_lengths(nested, multi):
+    """Lengths that pair up, that do not (radix > 127) and odd widths, against explicit sorts."""
+    lengths = (3, 10, 130, 131, 260)
+    qc, ql, dc, dl = _random_case(40 + multi, q=5, n=70, bits=260, classes=3, multi=multi)
+    if nested:
+        qd = {k: qc[:, :k] for k in lengths}
+        dd = {k: dc[:, :k] for k in lengths}
+    else:  # each length its own codes: the last bits of the 260-bit codes
+        qd = {k: qc[:, -k:] for k in lengths}
+        dd = {k: dc[:, -k:] for k in lengths}
+    oracles = {"index": lambda d, r, i: (d, i), "optimistic": lambda d, r, i: (d, not r),
+               "pessimistic": lambda d, r, i: (d, r)}
+    for ties, key in oracles.items():
+        got = evaluate_nested(qd, ql, dd, dl, ties=ties, block_size=2)
+        for k in lengths:
+            want = _sorted_ap(*_lists(qd[k], ql, dd[k], dl), key)
+            assert got[k] == pytest.approx(want, abs=1e-12), (ties, k)
+    got = evaluate_nested(qd, ql, dd, dl)
+    for k in lengths:
+        assert got[k] == pytest.approx(mean_average_precision(qd[k], ql, dd[k], dl), abs=1e-12), k
+
+
+def test_float_product_fallback_gives_the_same_numbers(monkeypatch):
+    """Where torch has no int8 product (e.g. MPS) the float32 path must give identical numbers."""
+    import nhllib.evaluate as evaluate
+
+    qc, ql, dc, dl = _random_case(31, q=9, n=120, bits=64, classes=4, multi=True)
+    qd = {k: qc[:, :k] for k in (8, 16, 64)}
+    dd = {k: dc[:, :k] for k in (8, 16, 64)}
+
+    def everything():
+        return ({t: evaluate.evaluate_nested(qd, ql, dd, dl, topk=50, ties=t) for t in TIE_MODES},
+                evaluate.precision_at_k(qc, ql, dc, dl, ks=[5, 60]).tolist(),
+                evaluate.precision_recall_curve(qc, ql, dc, dl)["precision"].tolist())
+
+    integer = everything()
+    monkeypatch.setattr(evaluate, "_int8_product_available", lambda device: False)
+    assert everything() == integer
