@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 __all__ = ["similarity_preserving_loss", "cascade_distillation"]
 
@@ -50,4 +51,12 @@ def cascade_distillation(codes: Sequence[torch.Tensor]) -> torch.Tensor:
             raise ValueError(
                 f"codes must be ordered from shortest to longest, got widths {[c.shape[1] for c in codes]}"
             )
-    return torch.stack([similarity_preserving_loss(s, t.detach()) for s, t in zip(codes, codes[1:])])
+    if len({c.shape[0] for c in codes}) != 1:
+        raise ValueError(f"codes must share one batch size, got {[c.shape[0] for c in codes]}")
+    # All K Gram matrices in one batched product of the codes, transposed and zero-padded to the longest
+    # width (padding adds nothing to u uᵀ). The longest code is only ever a teacher: detached, it stays out
+    # of the graph.
+    transposed = pad_sequence([c.T for c in codes[:-1]] + [codes[-1].detach().T], batch_first=True)
+    grams = F.normalize(transposed.mT @ transposed, p=2, dim=2)
+    batch = codes[0].shape[0]
+    return (grams[1:].detach() - grams[:-1]).pow(2).sum((1, 2)) / batch**2

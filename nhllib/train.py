@@ -26,6 +26,7 @@ from torch import nn
 from nhllib.conflicts import ConflictLog
 from nhllib.distill import cascade_distillation
 from nhllib.evaluate import encode, evaluate_nested
+from nhllib.losses import per_length_losses
 from nhllib.model import HashingModel
 from nhllib.utils import synchronize
 from nhllib.weighting import ConflictAware, WeightingStrategy
@@ -74,7 +75,7 @@ def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill
     images, labels, index = batch
     features = model.backbone(images)
     codes = model.head(features)
-    per_length = torch.stack([loss(code, labels, index) for loss, code in zip(losses, codes)])
+    per_length = per_length_losses(losses, codes, labels, index)
     if distill_weight > 0 and len(codes) > 1:
         distill = cascade_distillation(codes)
         # O_k = ℓ_k + λ D_k for k < K and O_K = ℓ_K: every length keeps its own loss (the release drops ℓ_K).

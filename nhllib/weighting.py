@@ -24,12 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from nhllib.nested import validate_code_lengths
 
 __all__ = [
     "ConflictStats",
     "conflict_weights",
+    "ConflictRule",
     "weights_from_alpha",
     "WeightingStrategy",
     "Uniform",
@@ -66,51 +68,92 @@ class ConflictStats:
 
 
 def conflict_weights(
-    grads: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor] | torch.Tensor,
     code_lengths: Sequence[int],
     beta: float = 1.0,
     threshold_norm: str = "own",
 ) -> tuple[torch.Tensor, ConflictStats]:
     """Apply the NHL conflict rule to per-length gradients of the shared weight; see the module docstring.
 
-    Returns ``(weights, stats)``: ``weights`` a detached float tensor of K entries summing to K.
+    ``grads`` holds one gradient of the shared weight per length (shape ``(L_K, in_features)``), as a
+    sequence or stacked into one ``(K, L_K, in_features)`` tensor. Returns ``(weights, stats)``:
+    ``weights`` a detached float tensor of K entries summing to K.
     """
-    lengths = validate_code_lengths(code_lengths)
-    k = len(lengths)
-    if len(grads) != k:
-        raise ValueError(f"grads must hold one gradient per code length ({k}), got {len(grads)}")
-    if threshold_norm not in THRESHOLD_NORMS:
-        raise ValueError(f"threshold_norm must be one of {THRESHOLD_NORMS}, got {threshold_norm!r}")
-    if not beta > 0:
-        raise ValueError(f"beta must be positive, got {beta!r}")
-    for idx, grad in enumerate(grads):
-        if grad.ndim != 2 or grad.shape[0] < lengths[-1]:
-            raise ValueError(
-                f"grads[{idx}] must be the gradient of the shared weight, shape ({lengths[-1]}, in_features), "
-                f"got {tuple(grad.shape)}"
-            )
-    # All prefix-restricted inner products in one pass: row-wise products, cumulated over rows, read at row
-    # L_s - 1 give pref[a, b, s] = <g_a[:L_s], g_b[:L_s]> (a handful of tensor ops per step, no Python loop).
-    stacked = torch.stack([g.detach().float()[: lengths[-1]] for g in grads])
-    device = stacked.device
-    last_rows = torch.tensor([n - 1 for n in lengths], device=device)
-    pref = torch.einsum("ard,brd->abr", stacked, stacked).cumsum(-1)[:, :, last_rows]
-    idx = torch.arange(k, device=device)
-    dot = pref[idx, :, idx]  # dot[s, l] = <g_s[:L_s], g_l[:L_s]>
-    own_sq = dot.diagonal()  # ‖g_s[:L_s]‖²
-    long_sq = pref[idx, idx, :].T  # long_sq[s, l] = ‖g_l[:L_s]‖²
-    reference_sq = own_sq if threshold_norm == "own" else pref[0, 0, :]
-    tau = beta * reference_sq / max(k - 1, 1)
-    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=device), diagonal=1)
-    dot = torch.where(upper, dot, 0.0)
-    norms = (own_sq[:, None] * long_sq).sqrt()
-    cosine = torch.where(upper & (norms > 0), dot / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
-    # α = τ/(−δ) only where the longer objective pulls against the shorter one by more than its share τ.
-    damp = upper & (dot < 0) & (-dot > tau[:, None])
-    alpha = torch.where(damp, tau[:, None] / (-dot).clamp_min(torch.finfo(dot.dtype).tiny), 1.0)
-    alpha, raw_weights, weights = weights_from_alpha(alpha)
-    stats = ConflictStats(lengths, dot, cosine, upper & (dot < 0), alpha, raw_weights, weights)
-    return weights, stats
+    rule = ConflictRule(code_lengths, beta, threshold_norm)
+    return rule(grads)
+
+
+class ConflictRule:
+    """The conflict rule for fixed code lengths, β and threshold norm, its index tables built once.
+
+    ``rule(grads) -> (weights, stats)`` is :func:`conflict_weights`; :class:`ConflictAware` keeps one per
+    device so that a training step spends its time on the gradients, not on rebuilding constants.
+    """
+
+    def __init__(self, code_lengths: Sequence[int], beta: float = 1.0, threshold_norm: str = "own",
+                 device: torch.device | str | None = None) -> None:
+        self.code_lengths = validate_code_lengths(code_lengths)
+        if threshold_norm not in THRESHOLD_NORMS:
+            raise ValueError(f"threshold_norm must be one of {THRESHOLD_NORMS}, got {threshold_norm!r}")
+        if not beta > 0:
+            raise ValueError(f"beta must be positive, got {beta!r}")
+        self.beta = float(beta)
+        self.threshold_norm = threshold_norm
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        k = len(self.code_lengths)
+        self._last_rows = torch.tensor([n - 1 for n in self.code_lengths], device=self.device)
+        self._index = torch.arange(k, device=self.device)
+        self._upper, self._beyond_adjacent = _triangles(k, self.device)
+
+    def __call__(self, grads: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, ConflictStats]:
+        lengths = self.code_lengths
+        k = len(lengths)
+        stacked = self._stack(grads)
+        if stacked.device != self.device:
+            return ConflictRule(lengths, self.beta, self.threshold_norm, stacked.device)(stacked)
+        # All prefix-restricted inner products in one pass: row-wise products, cumulated over rows, read at
+        # row L_s - 1 give pref[a, b, s] = <g_a[:L_s], g_b[:L_s]>.
+        pref = torch.einsum("ard,brd->abr", stacked, stacked).cumsum(-1)[:, :, self._last_rows]
+        idx, upper = self._index, self._upper
+        dot = pref[idx, :, idx]  # dot[s, l] = <g_s[:L_s], g_l[:L_s]>
+        own_sq = dot.diagonal()  # ‖g_s[:L_s]‖²
+        long_sq = pref[idx, idx, :].T  # long_sq[s, l] = ‖g_l[:L_s]‖²
+        reference_sq = own_sq if self.threshold_norm == "own" else pref[0, 0, :]
+        tau = reference_sq * (self.beta / max(k - 1, 1))
+        dot = torch.where(upper, dot, 0.0)
+        norms = (own_sq[:, None] * long_sq).sqrt()
+        tiny = torch.finfo(dot.dtype).tiny
+        cosine = torch.where(upper & (norms > 0), dot / norms.clamp_min(tiny), 0.0)
+        # α = τ/(−δ) only where the longer objective pulls against the shorter one by more than its share τ.
+        conflict = upper & (dot < 0)
+        damp = conflict & (-dot > tau[:, None])
+        alpha = torch.where(damp, tau[:, None] / (-dot).clamp_min(tiny), 1.0)
+        alpha, raw_weights, weights = _weights_from_alpha(alpha, upper, self._beyond_adjacent)
+        return weights, ConflictStats(lengths, dot, cosine, conflict, alpha, raw_weights, weights)
+
+    def _stack(self, grads: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        lengths = self.code_lengths
+        k = len(lengths)
+        if isinstance(grads, torch.Tensor):
+            if grads.ndim != 3 or grads.shape[0] != k or grads.shape[1] < lengths[-1]:
+                raise ValueError(f"stacked grads must have shape (K={k}, >= {lengths[-1]}, in_features), "
+                                 f"got {tuple(grads.shape)}")
+            return grads.detach().float()[:, : lengths[-1]]
+        if len(grads) != k:
+            raise ValueError(f"grads must hold one gradient per code length ({k}), got {len(grads)}")
+        for idx, grad in enumerate(grads):
+            if grad.ndim != 2 or grad.shape[0] < lengths[-1]:
+                raise ValueError(
+                    f"grads[{idx}] must be the gradient of the shared weight, shape ({lengths[-1]}, in_features), "
+                    f"got {tuple(grad.shape)}"
+                )
+        return torch.stack([g.detach().float()[: lengths[-1]] for g in grads])
+
+
+def _triangles(k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks of the pairs s < l and of the non-adjacent pairs s + 2 <= l."""
+    ones = torch.ones(k, k, dtype=torch.bool, device=device)
+    return torch.triu(ones, diagonal=1), torch.triu(ones, diagonal=2)
 
 
 def weights_from_alpha(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,13 +165,17 @@ def weights_from_alpha(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     k = alpha.shape[0]
     if alpha.shape != (k, k):
         raise ValueError(f"alpha must be a square (K, K) table, got {tuple(alpha.shape)}")
-    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=alpha.device), diagonal=1)
-    beyond_adjacent = torch.triu(torch.ones(k, k, dtype=torch.bool, device=alpha.device), diagonal=2)
+    return _weights_from_alpha(alpha, *_triangles(k, alpha.device))
+
+
+def _weights_from_alpha(alpha: torch.Tensor, upper: torch.Tensor,
+                        beyond_adjacent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    k = alpha.shape[0]
     adjacent = torch.cat([alpha.diagonal(offset=1), alpha.new_ones(1)])  # α_{s,s+1} per row s
     capped = torch.where(beyond_adjacent, torch.minimum(alpha, adjacent[:, None]), alpha)
     # w_l = Π_{s<l} α_{s,l}: the product down column l of the strict upper triangle.
-    raw_weights = torch.where(upper, capped, torch.ones_like(capped)).prod(dim=0)
-    weights = k * raw_weights / raw_weights.sum()
+    raw_weights = torch.where(upper, capped, 1.0).prod(dim=0)
+    weights = raw_weights * (k / raw_weights.sum())
     return capped, raw_weights, weights
 
 
@@ -219,6 +266,7 @@ class ConflictAware(WeightingStrategy):
             raise ValueError(f"every must be a positive int, got {every!r}")
         self.beta = float(beta)
         self.threshold_norm = threshold_norm
+        self._rule = ConflictRule(self.code_lengths, self.beta, threshold_norm)
         self.apply = apply
         self.every = every
         self._calls = 0
@@ -248,7 +296,9 @@ class ConflictAware(WeightingStrategy):
                 for i in range(k)
             ]
             grads = [torch.zeros_like(shared_weight) if g is None else g for g in grads]
-        weights, self.last_stats = conflict_weights(grads, self.code_lengths, self.beta, self.threshold_norm)
+        if self._rule.device != objectives.device:
+            self._rule = ConflictRule(self.code_lengths, self.beta, self.threshold_norm, objectives.device)
+        weights, self.last_stats = self._rule(grads)
         if not self.apply:
             return ones
         self._last_weights = weights
@@ -264,11 +314,10 @@ class ConflictAware(WeightingStrategy):
         since h_k = f W[:L_k]ᵀ + b[:L_k], ∂O_k/∂W[:L_k] = (∂O_k/∂h_k)ᵀ f and its other rows are zero.
         """
         code_grads = torch.autograd.grad(objectives.sum(), list(codes), retain_graph=True, allow_unused=True)
-        feats = features.detach().float()
-        grads = []
-        for code, code_grad in zip(codes, code_grads):
-            grad = torch.zeros(shared_weight.shape, device=shared_weight.device, dtype=torch.float32)
-            if code_grad is not None:
-                grad[: code.shape[1]] = code_grad.float().T @ feats
-            grads.append(grad)
-        return list(code_grads), grads
+        code_grads = [torch.zeros_like(code) if grad is None else grad for code, grad in zip(codes, code_grads)]
+        # (K, L_K, B): each ∂O_k/∂h_k transposed, zero rows below L_k; times the features gives all K
+        # gradients of W stacked, (K, L_K, d), in one product.
+        transposed = pad_sequence([grad.detach().float().T for grad in code_grads], batch_first=True)
+        if transposed.shape[1] < shared_weight.shape[0]:
+            transposed = torch.nn.functional.pad(transposed, (0, 0, 0, shared_weight.shape[0] - transposed.shape[1]))
+        return code_grads, transposed @ features.detach().float()

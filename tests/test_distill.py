@@ -58,3 +58,22 @@ def test_errors():
         cascade_distillation([torch.randn(3, 8), torch.randn(3, 4)])
     with pytest.raises(ValueError, match="same batch size"):
         similarity_preserving_loss(torch.randn(3, 4), torch.randn(4, 8))
+
+
+@pytest.mark.parametrize("prefixes", [True, False])
+def test_cascade_equals_pairwise_sp_with_the_same_gradients(prefixes):
+    """The batched form (all Gram matrices in one product) against one SP loss per adjacent pair."""
+    torch.manual_seed(3)
+    widths = (2, 5, 8, 13)
+    longest = torch.randn(7, 13, dtype=torch.float64, requires_grad=True)
+    separate = [torch.randn(7, n, dtype=torch.float64, requires_grad=True) for n in widths]
+    codes = [longest[:, :n] for n in widths] if prefixes else separate
+    leaves = [longest] if prefixes else separate
+    weights = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    got = cascade_distillation(codes)
+    want = torch.stack([similarity_preserving_loss(s, t.detach()) for s, t in zip(codes, codes[1:])])
+    assert torch.allclose(got, want, rtol=1e-12)
+    got_grads = torch.autograd.grad((weights * got).sum(), leaves, allow_unused=True)
+    want_grads = torch.autograd.grad((weights * want).sum(), leaves, allow_unused=True)
+    for g, w in zip(got_grads, want_grads):
+        assert (g is None and w is None) or torch.allclose(g, w, rtol=1e-10, atol=1e-14)

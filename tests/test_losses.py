@@ -524,3 +524,73 @@ def test_bad_hparams_raise(name, hparams, pattern):
 def test_softmax_losses_need_two_classes(name):
     with pytest.raises(ValueError, match="num_classes >= 2"):
         build_loss(name, L, 1, N)
+
+
+# ---------------------------------------------------------------- several lengths at once
+
+NESTED_LENGTHS = (4, 8, 16)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+@pytest.mark.parametrize("prefixes", [True, False])
+def test_per_length_losses_equal_the_separate_calls(name, prefixes):
+    """Values, gradients to every code and bank state equal those of one call per length (CSQ is fused)."""
+    from nhllib.losses import per_length_losses
+
+    gen = torch.Generator().manual_seed(11)
+    y = SINGLE.double() if not LOSSES[name].supports_multi_label else MULTI.double()
+    longest = (torch.randn(B, 16, generator=gen, dtype=torch.float64) * 2).requires_grad_(True)
+    others = [(torch.randn(B, n, generator=gen, dtype=torch.float64) * 2).requires_grad_(True)
+              for n in NESTED_LENGTHS]
+    codes_of = (lambda: [longest[:, :n] for n in NESTED_LENGTHS]) if prefixes else (lambda: others)
+    leaves = [longest] if prefixes else others
+
+    def run(together):
+        losses = [build_loss(name, n, C, N, seed=5).double() for n in NESTED_LENGTHS]
+        codes_now = codes_of()
+        if together:
+            values = per_length_losses(losses, codes_now, y, INDEX)
+        else:
+            values = torch.stack([loss(u, y, INDEX) for loss, u in zip(losses, codes_now)])
+        grads = torch.autograd.grad((values * torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)).sum(), leaves)
+        return values.detach(), grads, [dict(loss.state_dict()) for loss in losses]
+
+    values, grads, states = run(True)
+    want_values, want_grads, want_states = run(False)
+    assert values.shape == (3,)
+    assert torch.allclose(values, want_values, rtol=1e-10, atol=1e-12)
+    for got, want in zip(grads, want_grads):
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
+    for got, want in zip(states, want_states):
+        assert got.keys() == want.keys() and all(torch.equal(got[key], want[key]) for key in got)
+
+
+def test_per_length_losses_validate_the_batch_and_the_pairing():
+    from nhllib.losses import per_length_losses
+
+    losses = [build_loss("csq", n, C, N) for n in (4, 8)]
+    codes_ = [torch.randn(B, 4), torch.randn(B, 8)]
+    with pytest.raises(ValueError, match="index values must lie in"):
+        per_length_losses(losses, codes_, SINGLE, INDEX + N)
+    with pytest.raises(ValueError, match="multi-hot"):
+        per_length_losses(losses, codes_, SINGLE * 2, INDEX)
+    with pytest.raises(ValueError, match="one code tensor per loss"):
+        per_length_losses(losses, codes_[:1], SINGLE, INDEX)
+    with pytest.raises(ValueError, match="code_length=8"):
+        per_length_losses(losses, [codes_[0], codes_[0]], SINGLE, INDEX)
+
+
+def test_csq_bce_matches_torch_bce_and_stays_finite_at_saturation():
+    from nhllib.losses.csq import _centre_bce
+
+    t = torch.linspace(-0.999, 0.999, 41, dtype=torch.float64)
+    for sign in (1.0, -1.0):
+        target = torch.full_like(t, sign)
+        want = torch.nn.functional.binary_cross_entropy(0.5 * (t + 1), 0.5 * (target + 1), reduction="none")
+        assert torch.allclose(_centre_bce(t, target), want, rtol=1e-12)
+    # exactly saturated bits, right and wrong: finite values, zero gradient through tanh, no NaN
+    u = torch.tensor([30.0, -30.0, 30.0, -30.0], requires_grad=True)
+    value = _centre_bce(u.tanh(), torch.tensor([1.0, -1.0, -1.0, 1.0]))
+    assert value[:2].abs().max() < 1e-6 and torch.isfinite(value).all() and value[2:].min() > 80
+    (grad,) = torch.autograd.grad(value.sum(), u)
+    assert torch.equal(grad, torch.zeros(4))

@@ -83,17 +83,19 @@ def test_same_seed_same_metrics(tmp_path, data_dir):
     assert pd.read_csv(other / "metrics.csv").query("metric == 'map'").value.tolist() != a
 
 
-def test_nan_loss_stops_with_epoch_step_and_length(data_dir):
+def test_nan_loss_stops_with_epoch_step_and_length(data_dir, monkeypatch):
+    import nhllib.train as train_module
+
     built = build_run(tiny(data_dir, variant="nhl-plain", code_lengths=(8, 16)), progress=False)
-    original = built.losses[1].forward
+    original = train_module.per_length_losses
     calls = {"n": 0}
 
-    def poisoned(u, y, index):
+    def poisoned(losses, codes, y, index):
         calls["n"] += 1
-        value = original(u, y, index)
-        return value * math.nan if calls["n"] == 3 else value
+        values = original(losses, codes, y, index)
+        return values * torch.tensor([1.0, math.nan]) if calls["n"] == 3 else values
 
-    built.losses[1].forward = poisoned
+    monkeypatch.setattr(train_module, "per_length_losses", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2: code length 16 -> nan"):
         fit(built.model, built.losses, built.data, built.settings, built.weighting, built.device)
 

@@ -21,7 +21,8 @@ mdsh    lam=1e-4                        single-label only; as released (no pair 
 shcir   lam=1e-4, m=0                   single-label only
 ======  ==============================  =====================================================
 
-One loss object serves one code length; a nested model builds one per length.
+One loss object serves one code length; a nested model builds one per length and computes them
+with :func:`per_length_losses` (the batch validated once; CSQ fuses the lengths into one pass).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import inspect
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .base import HashLoss, MemoryBankLoss
+from .base import HashLoss, MemoryBankLoss, per_length_losses
 from .csq import CSQLoss
 from .dbdh import DBDHLoss
 from .dch import DCHLoss
@@ -87,7 +88,7 @@ def _lookup(name: str) -> type[HashLoss]:
 
 
 __all__ = [
-    "LOSSES", "build_loss", "loss_hparams", "HashLoss", "MemoryBankLoss",
+    "LOSSES", "build_loss", "loss_hparams", "per_length_losses", "HashLoss", "MemoryBankLoss",
     "CSQLoss", "DBDHLoss", "DCHLoss", "DHNLoss", "DPNLoss", "DSHLoss", "DTSHLoss", "LCDSHLoss",
     "MDSHLoss", "SHCIRLoss",
 ]

@@ -13,6 +13,7 @@ buffers and writes it only in training mode.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -135,23 +136,47 @@ class HashLoss(nn.Module):
         return (f"code_length={self.code_length}, num_classes={self.num_classes}, "
                 f"num_train={self.num_train}, seed={self.seed}")
 
+    @classmethod
+    def nested_losses(cls, losses: Sequence[HashLoss], codes: Sequence[Tensor], y: Tensor,
+                      index: Tensor) -> Tensor:
+        """The losses of a nested model, ``(K,)``: ``losses[k]`` (of this class) applied to ``codes[k]``.
+
+        Inputs are validated by the caller (:func:`per_length_losses`). This default calls each
+        loss; a subclass may override it to compute all lengths in a few larger operations, with
+        the same values and the same gradients with respect to every ``codes[k]``.
+        """
+        return torch.stack([loss.compute_loss(u, y, index) for loss, u in zip(losses, codes)])
+
     def _check_inputs(self, u: Tensor, y: Tensor, index: Tensor) -> None:
-        for name, value in (("u", u), ("y", y), ("index", index)):
-            if not isinstance(value, Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        self._check_code(u)
+        self._check_batch(u, y, index)
+
+    def _check_code(self, u: Tensor) -> None:
+        if not isinstance(u, Tensor):
+            raise TypeError(f"u must be a torch.Tensor, got {type(u).__name__}")
         if u.dim() != 2 or u.shape[1] != self.code_length:
             raise ValueError(f"u must have shape (batch, code_length={self.code_length}), "
                              f"got {tuple(u.shape)}")
-        batch = u.shape[0]
-        if batch == 0:
+        if u.shape[0] == 0:
             raise ValueError("u must hold at least one sample, got an empty batch")
+        if not u.is_floating_point():
+            raise TypeError(f"u must be a floating-point tensor, got dtype {u.dtype}")
+        for name, buffer in self._buffers.items():  # losses have no submodules
+            if buffer is not None and buffer.device != u.device:
+                raise ValueError(f"buffer {name!r} of {self.method_name} is on {buffer.device} but u is "
+                                 f"on {u.device}; move the loss with .to(device)")
+
+    def _check_batch(self, u: Tensor, y: Tensor, index: Tensor) -> None:
+        """Labels and indices of a batch whose codes ``u`` passed :meth:`_check_code`."""
+        for name, value in (("y", y), ("index", index)):
+            if not isinstance(value, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        batch = u.shape[0]
         if tuple(y.shape) != (batch, self.num_classes):
             raise ValueError(f"y must have shape (batch={batch}, num_classes={self.num_classes}), "
                              f"got {tuple(y.shape)}")
         if tuple(index.shape) != (batch,):
             raise ValueError(f"index must have shape (batch={batch},), got {tuple(index.shape)}")
-        if not u.is_floating_point():
-            raise TypeError(f"u must be a floating-point tensor, got dtype {u.dtype}")
         if not y.is_floating_point():
             raise TypeError(f"y must be a floating-point multi-hot tensor, got dtype {y.dtype}")
         if index.dtype not in _INDEX_DTYPES:
@@ -159,10 +184,6 @@ class HashLoss(nn.Module):
         for name, value in (("y", y), ("index", index)):
             if value.device != u.device:
                 raise ValueError(f"{name} is on {value.device} but u is on {u.device}")
-        for name, buffer in self.named_buffers():
-            if buffer.device != u.device:
-                raise ValueError(f"buffer {name!r} of {self.method_name} is on {buffer.device} but u is "
-                                 f"on {u.device}; move the loss with .to(device)")
         # One host sync for all value checks.
         lowest, highest, n_bad_y = torch.stack([
             index.min().long(), index.max().long(), ((y != 0) & (y != 1)).sum()]).tolist()
@@ -171,6 +192,33 @@ class HashLoss(nn.Module):
                              f"got min {lowest} and max {highest}")
         if n_bad_y:
             raise ValueError(f"y must be multi-hot (entries 0 or 1), got {n_bad_y} other entries")
+
+
+def per_length_losses(losses: Sequence[HashLoss], codes: Sequence[Tensor], y: Tensor, index: Tensor) -> Tensor:
+    """``torch.stack([loss(u, y, index) for loss, u in zip(losses, codes)])``, the losses of a nested model.
+
+    The batch (``y``, ``index``) is validated once rather than once per length, and when every loss is
+    of one class, that class's :meth:`HashLoss.nested_losses` computes them all (CSQ fuses the lengths).
+    Modules that are not :class:`HashLoss` are simply called.
+    """
+    losses, codes = list(losses), list(codes)
+    if not losses or len(losses) != len(codes):
+        raise ValueError(f"need one code tensor per loss, got {len(codes)} codes for {len(losses)} losses")
+    if not all(isinstance(loss, HashLoss) for loss in losses):  # e.g. a user's own loss modules
+        return torch.stack([loss(u, y, index) for loss, u in zip(losses, codes)])
+    for loss, u in zip(losses, codes):
+        loss._check_code(u)
+    first = losses[0]
+    if any(u.shape[0] != codes[0].shape[0] for u in codes):
+        raise ValueError(f"codes must share one batch size, got {[u.shape[0] for u in codes]}")
+    for loss in losses:
+        if (loss.num_classes, loss.num_train) != (first.num_classes, first.num_train):
+            raise ValueError("losses must share num_classes and num_train to be applied to one batch")
+    first._check_batch(codes[0], y, index)
+    kind = type(first)
+    if all(type(loss) is kind for loss in losses):
+        return kind.nested_losses(losses, codes, y, index)
+    return HashLoss.nested_losses(losses, codes, y, index)
 
 
 class MemoryBankLoss(HashLoss):

@@ -83,8 +83,7 @@ def label_to_center(y: Tensor, centers: Tensor, tie_break: Tensor) -> Tensor:
     ``tie_break`` itself.
     """
     summed = y @ centers
-    return torch.where(summed > 0, torch.ones_like(summed),
-                       torch.where(summed < 0, -torch.ones_like(summed), tie_break.expand_as(summed)))
+    return torch.where(summed == 0, tie_break, summed.sign())
 
 
 def csq_centers(num_classes: int, code_length: int, generator: torch.Generator, *,
