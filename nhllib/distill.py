@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.nn.utils.rnn import pad_sequence
 
 __all__ = ["similarity_preserving_loss", "cascade_distillation"]
 
@@ -53,10 +52,44 @@ def cascade_distillation(codes: Sequence[torch.Tensor]) -> torch.Tensor:
             )
     if len({c.shape[0] for c in codes}) != 1:
         raise ValueError(f"codes must share one batch size, got {[c.shape[0] for c in codes]}")
-    # All K Gram matrices in one batched product of the codes, transposed and zero-padded to the longest
-    # width (padding adds nothing to u uᵀ). The longest code is only ever a teacher: detached, it stays out
-    # of the graph.
-    transposed = pad_sequence([c.T for c in codes[:-1]] + [codes[-1].detach().T], batch_first=True)
-    grams = F.normalize(transposed.mT @ transposed, p=2, dim=2)
-    batch = codes[0].shape[0]
-    return (grams[1:].detach() - grams[:-1]).pow(2).sum((1, 2)) / batch**2
+    return _Cascade.apply(codes[-1].detach(), *codes[:-1])
+
+
+_EPS = 1e-12  # F.normalize's floor on a row norm
+
+
+class _Cascade(torch.autograd.Function):
+    """All K-1 SP terms with a hand-written backward: the same values and gradients as the autograd graph
+    of :func:`similarity_preserving_loss` per pair (the tests compare them), in a few batched operations.
+
+    Forward: G_k = u_k u_kᵀ, N_k = G_k / max(‖row‖, eps), D_k = ‖N_{k+1} − N_k‖² / B². Backward, with the
+    teacher N_{k+1} constant: ∂D_k/∂N_k = −2 (N_{k+1} − N_k) / B²; through the row normalisation
+    ∂/∂G = (∂/∂N − N ⟨∂/∂N, N⟩_row) / ‖row‖ (no projection where the floor applies); ∂/∂u_k = (∂G + ∂Gᵀ) u_k.
+    Computed in float32 at least, outside autocast, and returned in each code's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, teacher: torch.Tensor, *students: torch.Tensor) -> torch.Tensor:
+        dtype = torch.promote_types(teacher.dtype, torch.float32)
+        with torch.autocast(device_type=teacher.device.type, enabled=False):
+            codes = [c.to(dtype) for c in (*students, teacher)]
+            grams = torch.stack([c @ c.T for c in codes])
+            row_norms = torch.linalg.vector_norm(grams, dim=2, keepdim=True).clamp_min_(_EPS)
+            normed = grams / row_norms
+            diff = normed[1:] - normed[:-1]
+        ctx.save_for_backward(normed, row_norms, diff, *codes[:-1])
+        ctx.student_dtypes = [s.dtype for s in students]
+        return diff.pow(2).sum((1, 2)) / teacher.shape[0] ** 2
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        normed, row_norms, diff, *students = ctx.saved_tensors
+        batch = normed.shape[1]
+        d_normed = diff * (grad_out.to(diff.dtype)[:, None, None] * (-2.0 / batch**2))
+        student_normed, student_norms = normed[:-1], row_norms[:-1]
+        projection = torch.where(student_norms > _EPS, student_normed * (d_normed * student_normed).sum(2, keepdim=True),
+                                 0.0)
+        d_gram = (d_normed - projection) / student_norms
+        d_sym = d_gram + d_gram.mT
+        grads = [(d_sym[k] @ u).to(dtype) for k, (u, dtype) in enumerate(zip(students, ctx.student_dtypes))]
+        return (None, *grads)

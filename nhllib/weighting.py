@@ -108,17 +108,22 @@ class ConflictRule:
     def __call__(self, grads: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, ConflictStats]:
         lengths = self.code_lengths
         k = len(lengths)
-        stacked = self._stack(grads)
-        if stacked.device != self.device:
-            return ConflictRule(lengths, self.beta, self.threshold_norm, stacked.device)(stacked)
-        # All prefix-restricted inner products in one pass: row-wise products, cumulated over rows, read at
-        # row L_s - 1 give pref[a, b, s] = <g_a[:L_s], g_b[:L_s]>.
-        pref = torch.einsum("ard,brd->abr", stacked, stacked).cumsum(-1)[:, :, self._last_rows]
+        return self.from_rows(self._stack(grads).transpose(0, 1))
+
+    def from_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, ConflictStats]:
+        """The rule on the gradients laid out row-major: ``rows[r, k]`` is row r of g_k, shape (L_K, K, d)."""
+        lengths = self.code_lengths
+        k = len(lengths)
+        if rows.device != self.device:
+            return ConflictRule(lengths, self.beta, self.threshold_norm, rows.device).from_rows(rows)
+        # All prefix-restricted inner products at once: the per-row Gram matrices of the K gradients, cumulated
+        # over rows and read at row L_s - 1, give pref[s, a, b] = <g_a[:L_s], g_b[:L_s]>.
+        pref = torch.matmul(rows, rows.mT).cumsum(0)[self._last_rows]
         idx, upper = self._index, self._upper
-        dot = pref[idx, :, idx]  # dot[s, l] = <g_s[:L_s], g_l[:L_s]>
+        dot = pref[idx, idx, :]  # dot[s, l] = <g_s[:L_s], g_l[:L_s]>
         own_sq = dot.diagonal()  # ‖g_s[:L_s]‖²
-        long_sq = pref[idx, idx, :].T  # long_sq[s, l] = ‖g_l[:L_s]‖²
-        reference_sq = own_sq if self.threshold_norm == "own" else pref[0, 0, :]
+        long_sq = pref.diagonal(dim1=1, dim2=2)  # long_sq[s, l] = ‖g_l[:L_s]‖²
+        reference_sq = own_sq if self.threshold_norm == "own" else pref[:, 0, 0]
         tau = reference_sq * (self.beta / max(k - 1, 1))
         dot = torch.where(upper, dot, 0.0)
         norms = (own_sq[:, None] * long_sq).sqrt()
@@ -288,17 +293,18 @@ class ConflictAware(WeightingStrategy):
             if self.apply and self._last_weights is not None:
                 return self._last_weights
             return ones
+        if self._rule.device != objectives.device:
+            self._rule = ConflictRule(self.code_lengths, self.beta, self.threshold_norm, objectives.device)
         if codes is not None and features is not None:
-            self.last_code_grads, grads = self._grads_from_codes(objectives, shared_weight, codes, features)
+            self.last_code_grads, rows = self._grads_from_codes(objectives, shared_weight, codes, features)
+            weights, self.last_stats = self._rule.from_rows(rows)
         else:
             grads = [
                 torch.autograd.grad(objectives[i], shared_weight, retain_graph=True, allow_unused=True)[0]
                 for i in range(k)
             ]
             grads = [torch.zeros_like(shared_weight) if g is None else g for g in grads]
-        if self._rule.device != objectives.device:
-            self._rule = ConflictRule(self.code_lengths, self.beta, self.threshold_norm, objectives.device)
-        weights, self.last_stats = self._rule(grads)
+            weights, self.last_stats = self._rule(grads)
         if not self.apply:
             return ones
         self._last_weights = weights
@@ -315,9 +321,9 @@ class ConflictAware(WeightingStrategy):
         """
         code_grads = torch.autograd.grad(objectives.sum(), list(codes), retain_graph=True, allow_unused=True)
         code_grads = [torch.zeros_like(code) if grad is None else grad for code, grad in zip(codes, code_grads)]
-        # (K, L_K, B): each ∂O_k/∂h_k transposed, zero rows below L_k; times the features gives all K
-        # gradients of W stacked, (K, L_K, d), in one product.
-        transposed = pad_sequence([grad.detach().float().T for grad in code_grads], batch_first=True)
-        if transposed.shape[1] < shared_weight.shape[0]:
-            transposed = torch.nn.functional.pad(transposed, (0, 0, 0, shared_weight.shape[0] - transposed.shape[1]))
+        # (L_K, K, B): each ∂O_k/∂h_k transposed, zero rows from L_k on; times the features gives all K
+        # gradients of W row-major, (L_K, K, d), in one product (the layout ConflictRule.from_rows takes).
+        transposed = pad_sequence([grad.detach().float().T for grad in code_grads])
+        if transposed.shape[0] < shared_weight.shape[0]:
+            transposed = torch.nn.functional.pad(transposed, (0, 0, 0, 0, 0, shared_weight.shape[0] - transposed.shape[0]))
         return code_grads, transposed @ features.detach().float()

@@ -77,3 +77,23 @@ def test_cascade_equals_pairwise_sp_with_the_same_gradients(prefixes):
     want_grads = torch.autograd.grad((weights * want).sum(), leaves, allow_unused=True)
     for g, w in zip(got_grads, want_grads):
         assert (g is None and w is None) or torch.allclose(g, w, rtol=1e-10, atol=1e-14)
+
+
+def test_cascade_backward_with_a_zero_row_and_low_precision_codes():
+    """A sample whose codes are all zero (the row-norm floor applies) and bfloat16 codes."""
+    torch.manual_seed(4)
+    longest = torch.randn(5, 12, dtype=torch.float64)
+    longest[2] = 0.0
+    longest.requires_grad_(True)
+    codes = [longest[:, :n] for n in (3, 6, 12)]
+    got = cascade_distillation(codes)
+    want = torch.stack([similarity_preserving_loss(s, t.detach()) for s, t in zip(codes, codes[1:])])
+    assert torch.allclose(got, want, rtol=1e-12)
+    (g,) = torch.autograd.grad(got.sum(), longest)
+    (w,) = torch.autograd.grad(want.sum(), longest)
+    assert torch.allclose(g, w, rtol=1e-10, atol=1e-14) and torch.isfinite(g).all()
+    low = [c.detach().to(torch.bfloat16).requires_grad_(True) for c in codes]
+    value = cascade_distillation(low)
+    assert value.dtype == torch.float32
+    value.sum().backward()
+    assert all(c.grad is None for c in low[-1:]) and all(c.grad.dtype == torch.bfloat16 for c in low[:-1])
