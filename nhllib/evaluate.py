@@ -236,7 +236,7 @@ class _Group:
     lengths: tuple[int, ...]
     query: Tensor  # (Q, K) int8 (float32 when there is no int8 product): [labels, -radix * codes]
     db_t: Tensor  # (K, N) same dtype: [labels; codes]
-    constant: int  # sum_i radix_i * bits_i, so that 2 * cell = constant + <query row, db column>
+    constant: int  # sum_i radix_i * bits_i: 2 * cell + relevant = constant + <query row, db column>
     cells: int
     cell_distance: dict[int, Tensor]  # length -> (cells,) long: its Hamming distance in each cell
 
