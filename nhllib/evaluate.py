@@ -327,7 +327,7 @@ def _bincount(keys: Tensor, minlength: int, pool: ThreadPoolExecutor | None) -> 
     if pool is None:
         return torch.bincount(keys, minlength=minlength)
     parts = list(pool.map(lambda chunk: torch.bincount(chunk, minlength=minlength),
-                          keys.chunk(pool._max_workers)))  # noqa: SLF001 - the executor's size
+                          keys.chunk(pool._max_workers)))  # the executor's size
     return torch.stack(parts).sum(0)
 
 
@@ -358,7 +358,7 @@ def _histograms(problem: _Problem, block_size: int | None, joint: bool = True
 
     def product(a: Tensor, b_t: Tensor, out: Tensor) -> Tensor:
         if integer:
-            return torch._int_mm(a, b_t, out=out)  # noqa: SLF001 - exact int8 GEMM, no public equivalent
+            return torch._int_mm(a, b_t, out=out)  # exact int8 GEMM, no public equivalent
         acc = float_buf[: out.numel()].view(out.shape)
         torch.matmul(a, b_t, out=acc)
         return out.copy_(acc)
@@ -504,7 +504,7 @@ def precision_at_k(query_codes: ArrayLike, query_labels: ArrayLike, db_codes: Ar
     for k in k_list:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"ks must hold positive ints, got {k!r} in {k_list}")
-    problem, width = _single(query_codes, query_labels, db_codes, db_labels, device)
+    problem, _ = _single(query_codes, query_labels, db_codes, db_labels, device)
     n_db = problem.num_db
     k_eff = torch.tensor([min(int(k), n_db) for k in k_list], dtype=torch.long, device=problem.device)
     sums = torch.zeros(len(k_list), dtype=torch.float64, device=problem.device)

@@ -170,7 +170,7 @@ def run_study(profile: Profile, results_root: Path, cwd: Path = PROJECT_ROOT, an
             pending.append((number, cfg, store))
 
     def train(item):
-        number, cfg, store = item
+        _, cfg, store = item
         start = time.perf_counter()
         try:
             _execute(TRAIN_NOTEBOOK, store.path / TRAIN_NOTEBOOK, _train_parameters(cfg, results_root), cwd, threads)

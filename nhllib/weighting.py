@@ -106,8 +106,6 @@ class ConflictRule:
         self._upper, self._beyond_adjacent = _triangles(k, self.device)
 
     def __call__(self, grads: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, ConflictStats]:
-        lengths = self.code_lengths
-        k = len(lengths)
         return self.from_rows(self._stack(grads).transpose(0, 1))
 
     def from_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, ConflictStats]:
