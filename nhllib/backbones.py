@@ -44,6 +44,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from nhllib.utils import check_positive_int
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CNN_CHANNELS = (16, 32, 64)
@@ -248,9 +250,8 @@ def build_backbone(name: str, pretrained: bool = False, in_channels: int = 1, im
     """
     if name not in BACKBONES:
         raise KeyError(f"unknown backbone {name!r}; valid names: {', '.join(sorted(BACKBONES))}")
-    for param, value in (("in_channels", in_channels), ("image_size", image_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{param} must be a positive int, got {value!r}")
+    check_positive_int("in_channels", in_channels)
+    check_positive_int("image_size", image_size)
     model = BACKBONES[name](pretrained=pretrained, in_channels=in_channels, image_size=image_size, **options)
     logger.debug("built backbone %s: out_features=%d", name, model.out_features)
     return model

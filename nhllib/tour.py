@@ -18,6 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
 
+from nhllib.utils import check_positive_int
+
 __all__ = [
     "codes_at_distances",
     "hamming_histograms",
@@ -155,8 +157,7 @@ def plot_codes(codes: Tensor, labels: Tensor, per_class: int = 4, class_names: S
     """
     bits = _pm_one(codes, "codes")
     classes = _class_ids(labels, "labels", bits.shape[0])
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise ValueError(f"per_class must be a positive int, got {per_class!r}")
+    check_positive_int("per_class", per_class)
     num_classes = labels.shape[1]
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"class_names must name all {num_classes} classes, got {len(class_names)} names")

@@ -28,6 +28,7 @@ from .listfile import LIST_FILES, ListFileDataset, holdout_split, list_file_tran
 from .loader import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, InMemoryLoader, channel_stats, one_hot
 from .pools import DATA_DIR_ENV, ImagePool, load_cifar10, load_fashion_mnist
 from .split import SPLIT_NAMES, SplitSpec, load_index_arrays, load_or_make_split, save_index_arrays
+from ..utils import check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -299,9 +300,8 @@ def load_hashing_data(
     """
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
-    for param, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{param} must be a positive int, got {value!r}")
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("eval_batch_size", eval_batch_size)
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise ValueError(f"image_size must be None or a positive int, got {image_size!r}")
     if normalization not in ("auto", "dataset", "imagenet"):
