@@ -91,27 +91,28 @@ def bank_step(bank, u, y, index):
         bank["Y"][j] = list(y[i])
 
 
-def oracle_dbdh(loss, u, y, bank):
-    u = [[min(max(x, -1.0), 1.0) for x in row] for row in u]
-    bank_step(bank, u, y, bank["index"])
+def bank_pair_nll(u, y, bank):
+    """Sum over batch rows i and bank rows j of log(1 + e^θ) - s θ, θ = <u_i, U_j> / 2 (DBDH, DHN)."""
     total = 0.0
     for i in range(len(u)):
         for j in range(N):
             theta = 0.5 * dot(u[i], bank["U"][j])
             s = 1.0 if similar(y[i], bank["Y"][j]) else 0.0
             total += math.log(1 + math.exp(theta)) - s * theta
+    return total
+
+
+def oracle_dbdh(loss, u, y, bank):
+    u = [[min(max(x, -1.0), 1.0) for x in row] for row in u]
+    bank_step(bank, u, y, bank["index"])
+    total = bank_pair_nll(u, y, bank)
     balance = sum(abs(sum(row) / len(row)) ** loss.p for row in u) / len(u)
     return total / (len(u) * N) + loss.alpha * balance
 
 
 def oracle_dhn(loss, u, y, bank):
     bank_step(bank, u, y, bank["index"])
-    total = 0.0
-    for i in range(len(u)):
-        for j in range(N):
-            theta = 0.5 * dot(u[i], bank["U"][j])
-            s = 1.0 if similar(y[i], bank["Y"][j]) else 0.0
-            total += math.log(1 + math.exp(theta)) - s * theta
+    total = bank_pair_nll(u, y, bank)
     q = sum(math.log(math.cosh(abs(x) - 1)) for row in u for x in row) / (len(u) * L)
     return total / (len(u) * N) + loss.alpha * q
 
