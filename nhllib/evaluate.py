@@ -350,9 +350,11 @@ def _histograms(problem: _Problem, block_size: int | None, joint: bool = True
     rows_per_block = _block_rows(problem, groups, block_size)
     key_buf = torch.empty(rows_per_block * n_db, dtype=torch.int32, device=dev)
     float_buf = None if integer else torch.empty(rows_per_block * n_db, dtype=torch.float32, device=dev)
-    rel_buf = torch.empty_like(key_buf) if multi_label else None
-    labels_q = problem.query_labels.to(torch.int8 if integer else torch.float32)
-    labels_db_t = problem.db_labels.to(labels_q.dtype).T.contiguous()
+    rel_buf = labels_q = labels_db_t = None
+    if multi_label:
+        rel_buf = torch.empty_like(key_buf)
+        labels_q = problem.query_labels.to(torch.int8 if integer else torch.float32)
+        labels_db_t = problem.db_labels.to(labels_q.dtype).T.contiguous()
     threads = torch.get_num_threads() if dev.type == "cpu" else 1
     pool = ThreadPoolExecutor(threads) if threads > 1 and problem.num_queries * n_db >= _PARALLEL_MIN else None
 

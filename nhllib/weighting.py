@@ -27,6 +27,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from nhllib.nested import validate_code_lengths
+from nhllib.utils import check_positive_int
 
 __all__ = [
     "ConflictStats",
@@ -260,16 +261,11 @@ class ConflictAware(WeightingStrategy):
         every: int = 1,
     ) -> None:
         super().__init__()
-        self.code_lengths = validate_code_lengths(code_lengths)
-        if threshold_norm not in THRESHOLD_NORMS:
-            raise ValueError(f"threshold_norm must be one of {THRESHOLD_NORMS}, got {threshold_norm!r}")
-        if not beta > 0:
-            raise ValueError(f"beta must be positive, got {beta!r}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
-        self.beta = float(beta)
+        self._rule = ConflictRule(code_lengths, beta, threshold_norm)  # validates all three
+        check_positive_int("every", every)
+        self.code_lengths = self._rule.code_lengths
+        self.beta = self._rule.beta
         self.threshold_norm = threshold_norm
-        self._rule = ConflictRule(self.code_lengths, self.beta, threshold_norm)
         self.apply = apply
         self.every = every
         self._calls = 0
