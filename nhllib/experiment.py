@@ -19,7 +19,7 @@ from nhllib.backbones import build_backbone
 from nhllib.config import VARIANTS, RunConfig
 from nhllib.data import SplitSpec, load_hashing_data
 from nhllib.final_eval import final_evaluation
-from nhllib.losses import build_loss
+from nhllib.losses import build_losses
 from nhllib.model import HashingModel
 from nhllib.nested import NestedHashLayer, SeparateHashHeads
 from nhllib.results import RunStore
@@ -70,10 +70,8 @@ def build_run(cfg: RunConfig, progress: bool = True) -> BuiltRun:
                               image_size=data.image_size)
     head = HEADS[variant.head](backbone.out_features, cfg.code_lengths)
     model = HashingModel(backbone, head)
-    losses = [
-        build_loss(cfg.method, length, data.num_classes, data.num_train, seed=cfg.seed + k, **cfg.loss_hparams)
-        for k, length in enumerate(cfg.code_lengths)
-    ]
+    losses = build_losses(cfg.method, cfg.code_lengths, data.num_classes, data.num_train,
+                          nested=isinstance(head, NestedHashLayer), seed=cfg.seed, **cfg.loss_hparams)
     # Conflicts are monitored in every run with a shared nested weight and several lengths, applied only when
     # the variant asks for it.
     if model.shared_weight is not None and len(cfg.code_lengths) > 1:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 from types import MappingProxyType
+from collections.abc import Sequence
 from typing import Any, Mapping
 
 from .base import HashLoss, MemoryBankLoss, per_length_losses
@@ -80,6 +81,26 @@ def build_loss(name: str, code_length: int, num_classes: int, num_train: int,
     return cls(code_length, num_classes, num_train, **hparams)
 
 
+TARGET_MODES = ("nested", "independent")
+
+
+def build_losses(name: str, code_lengths: Sequence[int], num_classes: int, num_train: int, *,
+                 nested: bool, targets: str = "nested", seed: int = 0, **hparams: Any) -> list[HashLoss]:
+    """One loss per code length (shortest first) for one model.
+
+    ``nested`` says whether the codes are prefixes of one another (a :class:`~nhllib.nested.NestedHashLayer`
+    with several lengths); then the losses are tied together by :meth:`HashLoss.nest` with ``targets``
+    (``"nested"`` or ``"independent"``). Length ``k`` is built with seed ``seed + k``.
+    """
+    if targets not in TARGET_MODES:
+        raise ValueError(f"targets must be one of {TARGET_MODES}, got {targets!r}")
+    losses = [build_loss(name, length, num_classes, num_train, seed=seed + k, **hparams)
+              for k, length in enumerate(code_lengths)]
+    if nested and len(losses) > 1:
+        type(losses[0]).nest(losses, targets=targets)
+    return losses
+
+
 def _lookup(name: str) -> type[HashLoss]:
     try:
         return LOSSES[name]
@@ -88,7 +109,7 @@ def _lookup(name: str) -> type[HashLoss]:
 
 
 __all__ = [
-    "LOSSES", "build_loss", "loss_hparams", "per_length_losses", "HashLoss", "MemoryBankLoss",
+    "LOSSES", "TARGET_MODES", "build_loss", "build_losses", "loss_hparams", "per_length_losses", "HashLoss", "MemoryBankLoss",
     "CSQLoss", "DBDHLoss", "DCHLoss", "DHNLoss", "DPNLoss", "DSHLoss", "DTSHLoss", "LCDSHLoss",
     "MDSHLoss", "SHCIRLoss",
 ]

@@ -137,6 +137,16 @@ class HashLoss(nn.Module):
                 f"num_train={self.num_train}, seed={self.seed}")
 
     @classmethod
+    def nest(cls, losses: Sequence[HashLoss], *, targets: str = "nested") -> None:
+        """Tie together the per-length losses of one nested model, once, right after they are built.
+
+        ``losses`` are of this class, shortest length first. ``targets`` is ``"nested"`` (every shorter
+        length's targets are prefixes of the longest length's) or ``"independent"`` (each length's targets
+        built on their own, as the reference does). The default does nothing; target-based losses and
+        memory-bank losses override it.
+        """
+
+    @classmethod
     def nested_losses(cls, losses: Sequence[HashLoss], codes: Sequence[Tensor], y: Tensor,
                       index: Tensor) -> Tensor:
         """The losses of a nested model, ``(K,)``: ``losses[k]`` (of this class) applied to ``codes[k]``.
