@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from nhllib import metrics
+from nhllib.vocab import TIE_MODES  # the valid values of every ``ties`` argument
 
 __all__ = [
     "TIE_MODES",
@@ -59,9 +60,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Valid values of every ``ties`` argument.
-TIE_MODES = ("expected", "optimistic", "pessimistic", "index")
 
 ArrayLike = Tensor | np.ndarray
 

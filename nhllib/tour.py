@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
 
-from nhllib.utils import check_positive_int
+from nhllib.checks import check_positive_int
 
 __all__ = [
     "codes_at_distances",
