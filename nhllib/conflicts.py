@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from nhllib.results import CONFLICT_COLUMNS  # the schema of conflicts.csv, re-exported
 from nhllib.weighting import ConflictStats
 
 __all__ = ["ConflictLog", "CONFLICT_COLUMNS"]
 
-CONFLICT_COLUMNS = [
-    "epoch", "short_length", "long_length", "steps", "conflict_rate", "mean_cosine", "mean_dot", "mean_alpha",
-]
 
 
 class ConflictLog:

@@ -15,11 +15,11 @@ import pytest
 from matplotlib.figure import Figure
 
 from nhllib import plots
+from nhllib.results import find_run
+from nhllib.results import read_codes as load_run_codes
 from nhllib.retrieval.compare import (
     compare_strategies,
     default_configs,
-    find_run,
-    load_run_codes,
     summarize_tradeoff,
     summary,
 )
@@ -226,8 +226,8 @@ def test_find_run_picks_the_main_lambda(tmp_path):
     made = {}
     for lam in (1.0, 1.0, 0.1):  # two runs at λ = 1 (seeds 0, 1) make it the main λ
         seed = 1 if lam == 1.0 and made else 0
-        cfg = RunConfig(study="s", method="csq", variant="nhl", code_lengths=(8, 16), seed=seed,
-                        distill_weight=lam, device="cpu")
+        cfg = RunConfig.from_dict(dict(study="s", method="csq", variant="nhl", code_lengths=(8, 16), seed=seed,
+                        distill_weight=lam, device="cpu"))
         folder = tmp_path / "s" / cfg.run_id
         folder.mkdir(parents=True)
         (folder / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "device": "cpu"}))

@@ -22,7 +22,7 @@ A configuration is a flat dict: ``{"strategy": ..., **parameters}``, with the st
 - ``faiss_hash``: ``bucket_bits``, ``nflip`` (faiss ``IndexBinaryHash`` as it is: ties at the k-th
   distance in faiss's visit order, not by id).
 
-:func:`load_run_codes` and :func:`find_run` read the codes a study run saved (``codes.npz``).
+The codes a study run saved are read by :func:`nhllib.results.read_codes` (this package knows no run folders).
 """
 
 from __future__ import annotations
@@ -30,11 +30,9 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,8 +47,6 @@ __all__ = [
     "STRATEGIES",
     "compare_strategies",
     "default_configs",
-    "find_run",
-    "load_run_codes",
     "summarize_tradeoff",
     "summary",
 ]
@@ -69,81 +65,6 @@ _REQUIRED = {
 _SUMMARY = ["configuration", "strategy", "ms_per_query", "queries_per_s", "speedup", "bits_scanned",
             "map_at_k", "map_ratio", "precision_ratio", "overlap_at_k", "filled_at_k"]
 _MAX_BUCKET_BITS = 64  # prefix keys are one machine word
-
-
-# ----------------------------------------------------------------------------- codes of a run
-
-
-RunCodes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]
-
-
-def load_run_codes(run_dir: str | os.PathLike) -> RunCodes:
-    """Codes and labels a run saved: ``(query_codes, db_codes, query_labels, db_labels, code_lengths)``.
-
-    ``run_dir`` is a run folder holding ``codes.npz`` (or the ``.npz`` file itself). Codes come back
-    packed (``uint8``, ``numpy.packbits`` layout) at the longest length; files holding real ±1 codes are
-    packed on loading. Labels are returned as stored (multi-hot rows or class ids).
-    """
-    path = Path(run_dir)
-    path = path if path.suffix == ".npz" else path / "codes.npz"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no codes file at {path}: the run folder must hold codes.npz (written by a complete training run "
-            "with save_codes) or the path must name an .npz with query_codes, db_codes, query_labels, db_labels"
-        )
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"query_codes", "db_codes", "query_labels", "db_labels"} - set(data.files)
-        if missing:
-            raise KeyError(f"{path} lacks the arrays {sorted(missing)}")
-        arrays = {name: data[name] for name in data.files}
-    db = arrays["db_codes"]
-    if db.ndim != 2:
-        raise ValueError(f"{path}: db_codes must be 2-D, got shape {db.shape}")
-    width = db.shape[1] * 8 if db.dtype == np.uint8 else db.shape[1]
-    if "code_lengths" in arrays:
-        lengths = tuple(int(v) for v in np.atleast_1d(arrays["code_lengths"]))
-    elif "code_length" in arrays:
-        lengths = (int(arrays["code_length"]),)
-    else:
-        logger.warning("%s has no code_lengths; treating the codes as one %d-bit code (no nested search)",
-                       path, width)
-        lengths = (width,)
-    if max(lengths) != width:
-        raise ValueError(f"{path}: the codes are {width} bits wide but code_lengths is {lengths}")
-    query_codes = as_packed(arrays["query_codes"], width, "query_codes")
-    db_codes = as_packed(db, width, "db_codes")
-    for name, labels, codes in (("query", arrays["query_labels"], query_codes), ("db", arrays["db_labels"], db_codes)):
-        if len(labels) != len(codes):
-            raise ValueError(f"{path}: {name}_labels has {len(labels)} rows but {name}_codes has {len(codes)}")
-    return query_codes, db_codes, arrays["query_labels"], arrays["db_labels"], lengths
-
-
-def find_run(results_root: str | os.PathLike, study: str, method: str, variant: str, seed: int) -> Path:
-    """The folder of the complete run of ``method`` × ``variant`` × ``seed`` at the study's main λ.
-
-    The main λ is :func:`nhllib.tables.reference_distill_weight` (runs of a λ sweep are left out). Among
-    several matching runs (e.g. different code lengths) the one with the most code lengths is taken.
-    """
-    from nhllib import tables
-    from nhllib.results import load_runs
-
-    runs = load_runs(results_root, study)
-    matching = tables.select(runs, method=method, variant=variant, seed=seed) if not runs.empty else runs
-    if not matching.empty:
-        matching = tables.main_comparison(matching.assign(distill_weight=matching["distill_weight"].astype(float)),
-                                          tables.reference_distill_weight(runs))
-    if matching.empty:
-        have = sorted({(r.method, r.variant, int(r.seed)) for r in runs.itertuples()}) if not runs.empty else []
-        raise FileNotFoundError(
-            f"no complete run of method {method!r}, variant {variant!r}, seed {seed} in study {study!r} under "
-            f"{results_root} (at the main distillation weight); runs there (method, variant, seed): "
-            f"{have[:20]}{' ...' if len(have) > 20 else ''}"
-        )
-    order = matching.assign(_n=matching["code_lengths"].astype(str).str.count("-")).sort_values(
-        ["_n", "run_id"], ascending=[False, True])
-    if len(order) > 1:
-        logger.info("%d runs match; using %s", len(order), order["run_id"].iloc[0])
-    return Path(results_root) / study / str(order["run_id"].iloc[0])
 
 
 # ----------------------------------------------------------------------------- configurations
