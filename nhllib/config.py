@@ -21,16 +21,13 @@ from typing import Any
 from nhllib.checks import check_choice, check_int, check_name, check_number, check_optional, check_positive_int
 from nhllib.checks import validate_code_lengths
 from nhllib.data.config import DataConfig
+from nhllib.results import LAYOUT, flat_config
 from nhllib.vocab import THRESHOLD_NORMS, TIE_MODES, VARIANTS, Variant
 
 __all__ = [
     "RunConfig", "DataConfig", "ModelConfig", "HashingConfig", "TrainingConfig", "RunPlan", "LAYOUT",
     "flat_config", "Variant", "VARIANTS", "TIE_MODES",
 ]
-
-#: Version of the ``config`` layout in ``config.json``: 1 was one flat mapping of 33 fields, 2 the parts.
-LAYOUT = 2
-
 
 def _check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
@@ -211,6 +208,10 @@ class RunConfig:
         out["model"]["code_lengths"] = list(self.model.code_lengths)
         return out
 
+    def updated(self, **changes: Any) -> "RunConfig":
+        """A copy with some parameters changed, by their flat names (validated like a new config)."""
+        return RunConfig.from_dict({**self.flat(), **changes})
+
     @classmethod
     def parameter_names(cls) -> tuple[str, ...]:
         """The flat parameter names, in declaration order."""
@@ -232,21 +233,3 @@ class RunConfig:
 
 _DEFAULTS = {f.name: (f.default if f.default_factory is MISSING else f.default_factory())
              for kind in _PARTS.values() for f in fields(kind)}
-
-
-def flat_config(values: dict[str, Any]) -> dict[str, Any]:
-    """The flat form of a stored or given configuration, whatever its layout (the layout-1 migration).
-
-    Layout 1 (``config.json`` before the parts) is already flat; layout 2 nests the parts. Structural only:
-    nothing is validated, so it serves readers of old result folders that must not import torch.
-    """
-    if not isinstance(values, dict):
-        raise ValueError(f"a run configuration must be a mapping, got {type(values).__name__}")
-    if values.get("layout", 1) == 1 and not any(isinstance(values.get(part), dict) for part in _PARTS):
-        return {k: v for k, v in values.items() if k != "layout"}
-    if values.get("layout") != LAYOUT:
-        raise ValueError(f"unknown config layout {values.get('layout')!r}; this version reads layouts 1 and {LAYOUT}")
-    flat = {k: v for k, v in values.items() if k not in _PARTS and k != "layout"}
-    for part in _PARTS:
-        flat.update(values.get(part, {}))
-    return flat

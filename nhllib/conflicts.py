@@ -18,6 +18,7 @@ class ConflictLog:
         self.code_lengths = code_lengths
         self.rows: list[dict] = []
         self.weight_rows: list[dict] = []
+        self.last_stats: ConflictStats | None = None  # of the last step that computed them (for inspection)
         self._reset()
 
     def _reset(self) -> None:
@@ -26,6 +27,7 @@ class ConflictLog:
 
     def add(self, stats: ConflictStats, applied: torch.Tensor) -> None:
         """``applied`` are the weights the step used: the rule's, or ones when only monitoring."""
+        self.last_stats = stats
         values = {
             "conflict": stats.conflict.float(),
             "cosine": stats.cosine,

@@ -31,7 +31,7 @@ __all__ = ["BuiltRun", "build_run", "run_experiment", "HEADS"]
 logger = logging.getLogger(__name__)
 
 #: Head kind (nhllib.vocab.HEAD_KINDS) -> the hash layer that builds it.
-HEADS = {"nested": NestedHashLayer, "independent": SeparateHashHeads}
+HEADS = {"nested": NestedHashLayer, "multi-head": SeparateHashHeads}
 
 
 @dataclass

@@ -30,7 +30,7 @@ __all__ = [
     "COMPLETE_MARKER", "atomic_write_text", "require_columns", "write_codes", "read_codes", "RunCodes",
     "METRIC_COLUMNS", "METRIC_KEYS", "HISTORY_COLUMNS", "CONFLICT_COLUMNS", "RUN_KEYS", "RUN_COLUMNS",
     "CONTEXT_COLUMNS", "CONFLICT_PLOT_COLUMNS", "HISTORY_PLOT_COLUMNS", "CURVE_PLOT_COLUMNS", "TRADEOFF_PLOT_COLUMNS",
-    "CODES_FILE",
+    "CODES_FILE", "LAYOUT", "flat_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ CURVE_PLOT_COLUMNS = (*RUN_KEYS, "code_length", "curve", "x", "precision", "reca
 TRADEOFF_PLOT_COLUMNS = ("strategy", "ranking_bits", "ms_per_query", "bits_scanned", "map_ratio", "k", "db_size",
                          "n_queries")
 CODES_FILE = "codes.npz"
+#: Version of the ``config`` mapping in ``config.json``: 1 was one flat mapping of 33 fields (runs written before
+#: the configuration had parts); 2 nests the parts (data, model, hashing, training) and says so in ``layout``.
+LAYOUT = 2
 
 
 class RunExistsError(FileExistsError):
@@ -139,6 +142,28 @@ class RunStore:
     def mark_complete(self) -> None:
         """Written last: from now on the run counts as complete."""
         self.write_json(COMPLETE_MARKER, {"finished": datetime.now(timezone.utc).isoformat()})
+
+
+def flat_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat form of a stored or given run configuration, whatever its layout (the layout-1 migration).
+
+    Layout 1 is already flat; layout 2 nests the parts, and no top-level field is a mapping, so every mapping
+    at the top is a part. Structural only, nothing is validated: readers of old result folders need no torch.
+    """
+    if not isinstance(values, Mapping):
+        raise ValueError(f"a run configuration must be a mapping, got {type(values).__name__}")
+    layout = values.get("layout", 1)
+    if layout not in (1, LAYOUT):
+        raise ValueError(f"unknown config layout {layout!r}; this version reads layouts 1 and {LAYOUT}")
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "layout":
+            continue
+        if layout == LAYOUT and isinstance(value, Mapping):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
 
 
 def require_columns(frame, columns: Iterable[str], name: str) -> None:
@@ -265,8 +290,6 @@ def load_runs(root: str | Path = "results", study: str | None = None):
     if not root.is_dir():
         raise FileNotFoundError(f"results root {root} does not exist; run the study first (./run_all.sh)")
     rows = []
-    from nhllib.config import flat_config  # torch-free; reads both config.json layouts
-
     for run_dir in complete_runs(root, study):
         info = json.loads((run_dir / "config.json").read_text())
         config = flat_config(info["config"])

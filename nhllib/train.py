@@ -2,8 +2,8 @@
 
 ``fit`` never looks at a method name: it receives one loss object per code length, a weighting strategy, the
 run's :class:`~nhllib.config.TrainingConfig` and a distillation weight. Its pieces (``train_step``,
-``train_epoch``, ``evaluate_model``) are separate functions so that a distributed driver can reuse them; ``fit`` keeps no global state and writes nothing to disk (the caller does,
-once, through :mod:`nhllib.results`).
+``train_epoch``, ``evaluate_model``) are separate functions so that a distributed driver can reuse them;
+``fit`` keeps no global state and writes nothing to disk (the caller does, once, through :mod:`nhllib.results`).
 
 Protocol choices (METHOD.md §4 lists the reference's flaws they avoid):
 - model selection and early stopping on the **validation** split only (mean mAP over lengths); the query split
@@ -181,7 +181,8 @@ def fit(
     """Train ``model`` with one loss per code length; early-stop on validation mAP; see the module docstring.
 
     ``data`` provides ``train``, ``validation`` (may be None), ``query`` and ``database`` loaders yielding
-    ``(images, multi-hot labels, index)``. ``distill_weight`` is the λ in effect (0: no distillation). Returns the history, timings, conflict log and the best state.
+    ``(images, multi-hot labels, index)``. ``distill_weight`` is the λ in effect (0: no distillation).
+    Returns the history, timings, conflict log and the best state.
     """
     if len(losses) != len(model.code_lengths):
         raise ValueError(f"need one loss per code length {model.code_lengths}, got {len(losses)} losses")

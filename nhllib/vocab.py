@@ -11,8 +11,8 @@ from dataclasses import dataclass
 __all__ = ["Variant", "VARIANTS", "HEAD_KINDS", "TIE_MODES", "THRESHOLD_NORMS"]
 
 #: How the hash layer is built: "nested" is one NestedHashLayer (codes are prefixes of each other);
-#: "independent" is K unrelated linear heads on the shared backbone (the ``heads`` control).
-HEAD_KINDS = ("nested", "independent")
+#: "multi-head" is K unrelated linear heads on the shared backbone (the ``heads`` control).
+HEAD_KINDS = ("nested", "multi-head")
 
 #: How mAP counts database items tied at the same Hamming distance (nhllib.evaluate).
 TIE_MODES = ("expected", "optimistic", "pessimistic", "index")
@@ -45,5 +45,5 @@ VARIANTS: dict[str, Variant] = {
     "nhl-weight": Variant("+ gradient-conflict weighting (paper: w/o D)", "nested", True, False),
     "nhl-distill": Variant("+ long-to-short cascade distillation (paper: w/o A)", "nested", False, True),
     "nhl": Variant("conflict weighting + distillation (the full method)", "nested", True, True),
-    "heads": Variant("shared backbone, K independent non-nested heads (extra control)", "independent", False, False),
+    "heads": Variant("shared backbone, one non-nested linear head per length (extra control)", "multi-head", False, False),
 }

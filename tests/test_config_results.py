@@ -8,7 +8,8 @@ from nhllib.study import expand_grid, load_profile
 def test_run_id_is_deterministic_and_ignores_where_it_runs():
     a = RunConfig.from_dict(dict(method="dsh", seed=3))
     assert a.run_id == RunConfig.from_dict(dict(method="dsh", seed=3)).run_id
-    assert a.run_id == RunConfig.from_dict(dict(method="dsh", seed=3, device="cpu", study="other", data_dir="elsewhere")).run_id
+    elsewhere = dict(method="dsh", seed=3, device="cpu", study="other", data_dir="elsewhere")
+    assert a.run_id == RunConfig.from_dict(elsewhere).run_id
     assert a.run_id != RunConfig.from_dict(dict(method="dsh", seed=4)).run_id
     assert a.run_id.startswith("dsh_nhl_8-16-32-64-128_seed3_")
 

@@ -88,22 +88,24 @@ def _train_drop_last(num_train: int, batch_size: int) -> bool:
 
 def _pool_transform(pool: ImagePool, train_images: torch.Tensor, req: _Build) -> tuple[BatchTransform, int, int]:
     """The batch transform plus the resulting (channels, image size)."""
-    size = req.config.image_size if req.config.image_size is not None else int(pool.images.shape[-1])
-    mode = req.config.normalization
+    cfg = req.config
+    size = cfg.image_size if cfg.image_size is not None else int(pool.images.shape[-1])
+    mode = cfg.normalization
     if mode == "auto":
-        mode = "imagenet" if req.config.image_size is not None else "dataset"
+        mode = "imagenet" if cfg.image_size is not None else "dataset"
     if mode == "imagenet":
         # ImageNet statistics are per RGB channel, so grayscale is repeated to 3 channels here.
-        return BatchTransform(IMAGENET_MEAN, IMAGENET_STD, size=req.config.image_size, channels=3), 3, size
+        return BatchTransform(IMAGENET_MEAN, IMAGENET_STD, size=cfg.image_size, channels=3), 3, size
     if mode == "dataset":
         mean, std = channel_stats(train_images)  # training split only: no peeking at queries
-        return BatchTransform(mean, std, size=req.config.image_size), int(pool.images.shape[1]), size
-    raise ValueError(f"normalization must be 'auto', 'dataset' or 'imagenet', got {req.config.normalization!r}")
+        return BatchTransform(mean, std, size=cfg.image_size), int(pool.images.shape[1]), size
+    raise ValueError(f"normalization must be 'auto', 'dataset' or 'imagenet', got {cfg.normalization!r}")
 
 
 def _build_pool_dataset(req: _Build, load_pool: Callable[..., ImagePool]) -> HashingData:
-    pool = load_pool(root=req.config.root, data_dir=req.config.data_dir, download=req.config.download)
-    split, path = load_or_make_split(req.config.dataset, pool.labels, req.config.split, req.config.split_seed, req.config.data_dir)
+    cfg = req.config
+    pool = load_pool(root=cfg.root, data_dir=cfg.data_dir, download=cfg.download)
+    split, path = load_or_make_split(cfg.dataset, pool.labels, cfg.split, cfg.split_seed, cfg.data_dir)
     labels = one_hot(torch.from_numpy(pool.labels), pool.num_classes)
     images = {part: pool.images[torch.from_numpy(getattr(split, part))] for part in SPLIT_NAMES}
     transform, channels, size = _pool_transform(pool, images["train"], req)
@@ -117,11 +119,11 @@ def _build_pool_dataset(req: _Build, load_pool: Callable[..., ImagePool]) -> Has
 
     num_train = len(split.train)
     return HashingData(
-        name=req.config.dataset,
-        train=make("train", True, req.config.batch_size, _train_drop_last(num_train, req.config.batch_size)),
-        validation=make("validation", False, req.config.eval_batch_size),
-        query=make("query", False, req.config.eval_batch_size),
-        database=make("database", False, req.config.eval_batch_size),
+        name=cfg.dataset,
+        train=make("train", True, cfg.batch_size, _train_drop_last(num_train, cfg.batch_size)),
+        validation=make("validation", False, cfg.eval_batch_size),
+        query=make("query", False, cfg.eval_batch_size),
+        database=make("database", False, cfg.eval_batch_size),
         num_classes=pool.num_classes,
         in_channels=channels,
         image_size=size,
@@ -135,27 +137,29 @@ def _build_pool_dataset(req: _Build, load_pool: Callable[..., ImagePool]) -> Has
 
 
 def _find_list_root(req: _Build) -> Path:
+    cfg = req.config
     candidates: list[tuple[str, Path]] = []
-    if req.config.root is not None:
-        candidates.append(("root", Path(req.config.root)))
+    if cfg.root is not None:
+        candidates.append(("root", Path(cfg.root)))
     env = os.environ.get(DATA_DIR_ENV)
     if env:
-        candidates += [(f"${DATA_DIR_ENV}", Path(env) / req.config.dataset), (f"${DATA_DIR_ENV}", Path(env))]
-    candidates.append(("data_dir", Path(req.config.data_dir) / req.config.dataset))
+        candidates += [(f"${DATA_DIR_ENV}", Path(env) / cfg.dataset), (f"${DATA_DIR_ENV}", Path(env))]
+    candidates.append(("data_dir", Path(cfg.data_dir) / cfg.dataset))
     for label, folder in candidates:
         if all((folder / f).is_file() for f in LIST_FILES.values()):
-            if req.config.root is not None and label != "root":
-                logger.warning("%s list files not found under root=%s; using %s", req.config.dataset, req.config.root, folder)
+            if cfg.root is not None and label != "root":
+                logger.warning("%s list files not found under root=%s; using %s", cfg.dataset, cfg.root, folder)
             return folder
     looked = "; ".join(f"{label}: {folder}" for label, folder in candidates)
     raise FileNotFoundError(
-        f"{req.config.dataset}: no folder holds {', '.join(LIST_FILES.values())}. Looked in {looked}. Pass root= (or set "
-        f"{DATA_DIR_ENV}) to the dataset folder, or put it under <data_dir>/{req.config.dataset}/; image paths in the lists "
+        f"{cfg.dataset}: no folder holds {', '.join(LIST_FILES.values())}. Looked in {looked}. Pass root= (or set "
+        f"{DATA_DIR_ENV}) to the dataset folder, or put it under <data_dir>/{cfg.dataset}/; image paths in the lists "
         f"are relative to that folder. See data/README.md for the list-file format."
     )
 
 
 def _build_list_dataset(req: _Build) -> HashingData:
+    cfg = req.config
     root = _find_list_root(req)
     lists = {part: parse_list_file(root / name) for part, name in LIST_FILES.items()}
     widths = {lf.num_classes for lf in lists.values()}
@@ -165,11 +169,11 @@ def _build_list_dataset(req: _Build) -> HashingData:
     train_list = lists["train"]
 
     # Validation is carved from train.txt; saved (and checked) like the pooled splits.
-    path = Path(req.config.data_dir) / "splits" / f"{req.config.dataset}_val{req.config.val_fraction:g}_seed{req.config.split_seed}.npz"
+    path = Path(cfg.data_dir) / "splits" / f"{cfg.dataset}_val{cfg.val_fraction:g}_seed{cfg.split_seed}.npz"
     meta = {
-        "dataset": req.config.dataset,
-        "val_fraction": req.config.val_fraction,
-        "seed": int(req.config.split_seed),
+        "dataset": cfg.dataset,
+        "val_fraction": cfg.val_fraction,
+        "seed": int(cfg.split_seed),
         "num_train_lines": len(train_list.images),
         "train_list_sha256": hashlib.sha256(train_list.path.read_bytes()).hexdigest(),
     }
@@ -177,12 +181,12 @@ def _build_list_dataset(req: _Build) -> HashingData:
         saved = load_index_arrays(path, ("train", "validation"), meta)
         train_idx, val_idx = saved["train"], saved["validation"]
     else:
-        train_idx, val_idx = holdout_split(len(train_list.images), req.config.val_fraction, req.config.split_seed)
+        train_idx, val_idx = holdout_split(len(train_list.images), cfg.val_fraction, cfg.split_seed)
         save_index_arrays(path, {"train": train_idx, "validation": val_idx}, meta)
 
-    image_size = req.config.image_size if req.config.image_size is not None else 224
+    image_size = cfg.image_size if cfg.image_size is not None else 224
     # The reference resizes to 256 before a 224 crop; keep that ratio for other sizes unless given.
-    resize_size = req.config.resize_size if req.config.resize_size is not None else round(image_size * 256 / 224)
+    resize_size = cfg.resize_size if cfg.resize_size is not None else round(image_size * 256 / 224)
     train_tf = list_file_transform(True, image_size, resize_size)
     eval_tf = list_file_transform(False, image_size, resize_size)
     num_train = int(train_idx.size)
@@ -191,16 +195,16 @@ def _build_list_dataset(req: _Build) -> HashingData:
         generator = torch.Generator().manual_seed(req.order_seed) if shuffle else None
         return DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last,
-            num_workers=req.config.num_workers, persistent_workers=req.config.num_workers > 0,
+            num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
         )
 
     return HashingData(
-        name=req.config.dataset,
-        train=make(ListFileDataset(train_list, root, train_tf, train_idx), True, req.config.batch_size,
-                   _train_drop_last(num_train, req.config.batch_size)),
-        validation=make(ListFileDataset(train_list, root, eval_tf, val_idx), False, req.config.eval_batch_size),
-        query=make(ListFileDataset(lists["query"], root, eval_tf), False, req.config.eval_batch_size),
-        database=make(ListFileDataset(lists["database"], root, eval_tf), False, req.config.eval_batch_size),
+        name=cfg.dataset,
+        train=make(ListFileDataset(train_list, root, train_tf, train_idx), True, cfg.batch_size,
+                   _train_drop_last(num_train, cfg.batch_size)),
+        validation=make(ListFileDataset(train_list, root, eval_tf, val_idx), False, cfg.eval_batch_size),
+        query=make(ListFileDataset(lists["query"], root, eval_tf), False, cfg.eval_batch_size),
+        database=make(ListFileDataset(lists["database"], root, eval_tf), False, cfg.eval_batch_size),
         num_classes=widths.pop(),
         in_channels=3,
         image_size=image_size,
