@@ -12,7 +12,8 @@ statistics, then ``rounds`` timed rounds are run *interleaved* (configuration 1,
 busy neighbour on a shared machine slows every configuration alike; the median is reported. All queries
 go in one batch, so ``ms_per_query`` is the batch time divided by the number of queries.
 
-A configuration is a flat dict: ``{"strategy": ..., **parameters}``, with the strategies
+A configuration is a flat dict: ``{"strategy": ..., **parameters}``; the strategies are the entries of
+:data:`~nhllib.retrieval.strategies.STRATEGY_REGISTRY` (lengths, labels, checks and call of each):
 
 - ``exhaustive``: ``bits`` (default: longest), optional ``faiss_threads``;
 - ``shortlist`` / ``shortlist_table``: ``prefix_bits``, ``shortlist``, optional ``rerank_bits`` (the table
@@ -22,7 +23,9 @@ A configuration is a flat dict: ``{"strategy": ..., **parameters}``, with the st
 - ``faiss_hash``: ``bucket_bits``, ``nflip`` (faiss ``IndexBinaryHash`` as it is: ties at the k-th
   distance in faiss's visit order, not by id).
 
-The codes a study run saved are read by :func:`nhllib.results.read_codes` (this package knows no run folders).
+:func:`compare_strategies` runs in three steps: plan (check the inputs and configurations), time (interleaved
+rounds) and score (rankings against the exhaustive reference). The codes a study run saved are read by
+:func:`nhllib.results.read_codes`: this package knows no run folders.
 """
 
 from __future__ import annotations
@@ -32,19 +35,21 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .hamming import require_faiss
 from .metrics import ranking_metrics
 from .nested import NestedIndex
 from .packing import as_packed
+from .strategies import MAX_BUCKET_BITS, STRATEGIES, STRATEGY_REGISTRY, SearchSetup
 
 __all__ = [
     "STRATEGIES",
+    "STRATEGY_REGISTRY",
     "compare_strategies",
     "default_configs",
     "summarize_tradeoff",
@@ -53,18 +58,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("exhaustive", "shortlist", "shortlist_table", "buckets", "funnel", "faiss_hash")
-_REQUIRED = {
-    "exhaustive": (),
-    "shortlist": ("prefix_bits", "shortlist"),
-    "shortlist_table": ("prefix_bits", "shortlist"),
-    "buckets": ("bucket_bits", "nflip"),
-    "funnel": ("bits", "shortlists"),
-    "faiss_hash": ("bucket_bits", "nflip"),
-}
 _SUMMARY = ["configuration", "strategy", "ms_per_query", "queries_per_s", "speedup", "bits_scanned",
             "map_at_k", "map_ratio", "precision_ratio", "overlap_at_k", "filled_at_k"]
-_MAX_BUCKET_BITS = 64  # prefix keys are one machine word
 
 
 # ----------------------------------------------------------------------------- configurations
@@ -93,7 +88,7 @@ def default_configs(code_lengths: Sequence[int], k: int, n_db: int) -> list[dict
     configs.append({"strategy": "exhaustive", "bits": prefix})
     sizes = [s for s in (500, 1000, 2000) if k <= s < n_db]
     configs += [{"strategy": "shortlist", "prefix_bits": prefix, "shortlist": s} for s in sizes]
-    if prefix <= _MAX_BUCKET_BITS:
+    if prefix <= MAX_BUCKET_BITS:
         configs += [{"strategy": "shortlist_table", "prefix_bits": prefix, "shortlist": s} for s in sizes]
         configs += [{"strategy": "buckets", "bucket_bits": prefix, "nflip": f} for f in (0, 1, 2)]
     return configs
@@ -101,69 +96,23 @@ def default_configs(code_lengths: Sequence[int], k: int, n_db: int) -> list[dict
 
 def _lengths_of(config: Mapping[str, Any], longest: int) -> tuple[int, ...]:
     """(first-stage length, ..., ranking length) of a configuration."""
-    s = config["strategy"]
-    if s == "exhaustive":
-        return (int(config.get("bits", longest)),)
-    if s in ("shortlist", "shortlist_table"):
-        return int(config["prefix_bits"]), int(config.get("rerank_bits", longest))
-    if s in ("buckets",):
-        return int(config["bucket_bits"]), int(config.get("rerank_bits", longest))
-    if s == "faiss_hash":
-        return int(config["bucket_bits"]), longest
-    return tuple(int(b) for b in config["bits"])
+    return STRATEGY_REGISTRY[config["strategy"]].lengths(config, longest)
 
 
 def _label(config: Mapping[str, Any], longest: int) -> str:
     """A readable description of the parameters, e.g. ``16→128, s=1000``."""
-    s = config["strategy"]
-    chain = "→".join(map(str, _lengths_of(config, longest)))
-    if s == "exhaustive":
-        threads = int(config.get("faiss_threads", 0))
-        return f"{chain} bits" + (f", faiss {threads} thread{'s' * (threads != 1)}" if threads else "")
-    if s in ("shortlist", "shortlist_table"):
-        return f"{chain}, s={config['shortlist']}" + (", precomputed table" if s == "shortlist_table" else "")
-    if s in ("buckets", "faiss_hash"):
-        backend = config.get("backend", "auto")
-        return f"{chain}, nflip={config['nflip']}" + ("" if backend == "auto" else f", {backend}")
-    return f"{chain}, s=" + "/".join(map(str, config["shortlists"]))
-
-
-def _short_label(config: Mapping[str, Any], longest: int) -> str:
-    """What tells a configuration apart from the others of its strategy (a figure's point label)."""
-    s = config["strategy"]
-    if s == "exhaustive":
-        return f"{_lengths_of(config, longest)[0]} b" + (f", {config['faiss_threads']} thr" if "faiss_threads" in config
-                                                        else "")
-    if s in ("shortlist", "shortlist_table"):
-        return f"s={config['shortlist']}"
-    if s in ("buckets", "faiss_hash"):
-        backend = config.get("backend", "auto")
-        return f"nflip={config['nflip']}" + ("" if backend == "auto" else f" {backend}")
-    return "/".join(map(str, config["shortlists"]))
+    return STRATEGY_REGISTRY[config["strategy"]].label(config, _lengths_of(config, longest))
 
 
 def _invalid_reason(config: Mapping[str, Any], lengths: tuple[int, ...], k: int) -> str | None:
     """Why a well-formed configuration cannot run on these lengths / this k (None: it can)."""
-    longest = lengths[-1]
-    chain = _lengths_of(config, longest)
+    chain = _lengths_of(config, lengths[-1])
     missing = [b for b in chain if b not in lengths]
     if missing:
         return f"lengths {missing} are not among the code lengths {lengths}"
     if any(b <= a for a, b in itertools.pairwise(chain)):
         return f"lengths {chain} must increase from the first stage to the ranking length"
-    s = config["strategy"]
-    if s in ("shortlist_table", "buckets", "faiss_hash") and chain[0] > _MAX_BUCKET_BITS:
-        return f"a {s} prefix must be at most {_MAX_BUCKET_BITS} bits, got {chain[0]}"
-    if s in ("shortlist", "shortlist_table") and int(config["shortlist"]) < k:
-        return f"shortlist {config['shortlist']} is below k={k}"
-    if s == "funnel":
-        sizes = [int(v) for v in config["shortlists"]]
-        increasing = any(b > a for a, b in itertools.pairwise(sizes))
-        if len(sizes) != len(chain) - 1 or any(v < k for v in sizes) or increasing:
-            return f"funnel shortlists {sizes} must be one per stage, >= k={k} and non-increasing"
-    if (s == "faiss_hash" or config.get("backend") == "faiss") and chain[-1] < 64:
-        return f"faiss IndexBinaryHash re-ranks codes of at least 64 bits, got {chain[-1]}"
-    return None
+    return STRATEGY_REGISTRY[config["strategy"]].check(config, chain, k)
 
 
 def _checked(configs: Sequence[Mapping[str, Any]], lengths: tuple[int, ...], k: int) -> list[dict[str, Any]]:
@@ -175,7 +124,7 @@ def _checked(configs: Sequence[Mapping[str, Any]], lengths: tuple[int, ...], k: 
         strategy = config.get("strategy")
         if strategy not in STRATEGIES:
             raise ValueError(f"configuration {dict(config)}: strategy must be one of {STRATEGIES}, got {strategy!r}")
-        absent = [p for p in _REQUIRED[strategy] if p not in config]
+        absent = [p for p in STRATEGY_REGISTRY[strategy].required if p not in config]
         if absent:
             raise ValueError(f"configuration {dict(config)}: strategy {strategy!r} needs the parameters {absent}")
         reason = _invalid_reason(config, lengths, k)
@@ -187,52 +136,6 @@ def _checked(configs: Sequence[Mapping[str, Any]], lengths: tuple[int, ...], k: 
 
 
 # ----------------------------------------------------------------------------- timing
-
-
-def _make_call(index: NestedIndex, table_index: NestedIndex | None, config: Mapping[str, Any], queries: np.ndarray,
-               k: int, stats: bool = False) -> Callable[[], Any]:
-    """The search call of a configuration; with ``stats`` it also returns :class:`SearchStats` (not timed).
-
-    ``table_index`` holds the same codes plus the precomputed shortlist tables (kept apart so that the plain
-    shortlist rows compute their shortlists).
-    """
-    s = config["strategy"]
-    rerank = config.get("rerank_bits")
-    if s == "exhaustive":
-        faiss = require_faiss()
-
-        def exhaustive() -> Any:
-            default = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(int(config.get("faiss_threads", default)))
-            try:
-                return index.search(queries, k, bits=config.get("bits"))
-            finally:
-                faiss.omp_set_num_threads(default)
-        return exhaustive
-    if s in ("shortlist", "shortlist_table"):
-        target = table_index if s == "shortlist_table" else index
-        return lambda: target.search_shortlist(queries, k, prefix_bits=config["prefix_bits"],
-                                               shortlist=config["shortlist"], rerank_bits=rerank, return_stats=stats)
-    if s == "buckets":
-        return lambda: index.search_buckets(queries, k, bucket_bits=config["bucket_bits"], nflip=config["nflip"],
-                                            rerank_bits=rerank, backend=config.get("backend", "auto"),
-                                            return_stats=stats)
-    if s == "funnel":
-        return lambda: index.search_funnel(queries, k, bits=config["bits"], shortlists=config["shortlists"],
-                                           return_stats=stats)
-    hashed = require_faiss().IndexBinaryHash(index.max_length, int(config["bucket_bits"]))
-    hashed.add(index.codes())
-    hashed.nflip = int(config["nflip"])
-    q_bytes = as_packed(queries, index.max_length, "queries")
-
-    def faiss_hash() -> Any:
-        d, i = hashed.search(q_bytes, k)
-        if not stats:
-            return d, i
-        # the same candidate set as the bucket search: take its work statistics
-        return d, i, index.search_buckets(queries, 1, bucket_bits=config["bucket_bits"], nflip=config["nflip"],
-                                          backend="numpy", return_stats=True)[2]
-    return faiss_hash
 
 
 def _overlap(ids: np.ndarray, reference: np.ndarray) -> float:
@@ -291,6 +194,42 @@ def compare_strategies(
     query: prefix bits x prefix keys compared + re-rank bits x candidates (bucket tables count their distinct
     prefixes, an upper bound); ``bits_scanned_flat_prefix`` counts the prefix stage as a scan of every item.
     """
+    plan = _plan(query_codes, db_codes, query_labels, db_labels, code_lengths, k, configs, rounds, precision_k)
+    timing = _time(plan, rounds, n_threads)
+    return _score(plan, timing, query_labels, db_labels, rounds)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The checked inputs and the configurations to run, the reference (exhaustive, longest length) first."""
+
+    lengths: tuple[int, ...]
+    queries: np.ndarray
+    db: np.ndarray
+    k: int
+    precision_k: int
+    configs: list[dict[str, Any]]
+    names: list[str]
+    is_reference: list[bool]
+
+    @property
+    def longest(self) -> int:
+        return self.lengths[-1]
+
+
+@dataclass
+class _Timing:
+    """Each configuration's output (with statistics), its first (cache-building) call and its timed rounds."""
+
+    add_s: float
+    outputs: list[Any] = field(default_factory=list)
+    first_call_s: list[float] = field(default_factory=list)
+    times: list[list[float]] = field(default_factory=list)
+    tables: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _plan(query_codes, db_codes, query_labels, db_labels, code_lengths, k, configs, rounds, precision_k) -> _Plan:
+    """Check the inputs, clamp k, and order the configurations that can run (the reference first)."""
     lengths = tuple(sorted(int(v) for v in code_lengths))
     if not lengths:
         raise ValueError("code_lengths must not be empty")
@@ -329,47 +268,59 @@ def compare_strategies(
     names = [f"{c['strategy']} {_label(c, longest)}" for c in chosen]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate configurations: {sorted({x for x in names if names.count(x) > 1})}")
+    return _Plan(lengths, queries, db, k, precision_k, chosen, names, is_reference)
 
-    index = NestedIndex(lengths, n_threads=n_threads)
+
+def _time(plan: _Plan, rounds: int, n_threads: int | None) -> _Timing:
+    """Build the indexes, call every configuration once for its caches and once for its results, then time
+    ``rounds`` interleaved rounds (module docstring)."""
+    index = NestedIndex(plan.lengths, n_threads=n_threads)
     start = time.perf_counter()
-    index.add(db)
-    add_s = time.perf_counter() - start
-    table_index, tables = None, {}
-    if any(c["strategy"] == "shortlist_table" for c in chosen):
-        table_index = NestedIndex(lengths, n_threads=n_threads)
-        table_index.add(db)
-        for name, c in zip(names, chosen):
+    index.add(plan.db)
+    timing = _Timing(add_s=time.perf_counter() - start)
+    table_index = None
+    if any(c["strategy"] == "shortlist_table" for c in plan.configs):
+        table_index = NestedIndex(plan.lengths, n_threads=n_threads)
+        table_index.add(plan.db)
+        for name, c in zip(plan.names, plan.configs):
             if c["strategy"] == "shortlist_table":
                 start = time.perf_counter()
                 n_bytes = table_index.build_shortlist_table(int(c["prefix_bits"]), int(c["shortlist"]))
-                tables[name] = {"table_build_s": time.perf_counter() - start, "table_mib": n_bytes / 2**20}
-    calls = [_make_call(index, table_index, c, queries, k) for c in chosen]
-
-    outputs, first_call_s = [], []
-    for config, call in zip(chosen, calls):
+                timing.tables[name] = {"table_build_s": time.perf_counter() - start, "table_mib": n_bytes / 2**20}
+    setup = SearchSetup(index, table_index, plan.queries, plan.k)
+    calls = [STRATEGY_REGISTRY[c["strategy"]].call(setup, c, False) for c in plan.configs]
+    for config, call in zip(plan.configs, calls):
         start = time.perf_counter()
         call()  # builds the per-length caches
-        first_call_s.append(time.perf_counter() - start)
-        outputs.append(_make_call(index, table_index, config, queries, k, stats=True)())
-    times: list[list[float]] = [[] for _ in calls]
+        timing.first_call_s.append(time.perf_counter() - start)
+        timing.outputs.append(STRATEGY_REGISTRY[config["strategy"]].call(setup, config, True)())
+    timing.times = [[] for _ in calls]
     for _ in range(rounds):
         for j, call in enumerate(calls):
             start = time.perf_counter()
             call()
-            times[j].append(time.perf_counter() - start)
+            timing.times[j].append(time.perf_counter() - start)
+    return timing
 
-    base_time = min(statistics.median(t) for t, ref in zip(times, is_reference) if ref)
-    ref_ids = outputs[0][1]
+
+def _score(plan: _Plan, timing: _Timing, query_labels, db_labels, rounds: int) -> pd.DataFrame:
+    """One row per configuration: its speed, its work and the quality of its rankings against the reference."""
+    k, precision_k, longest = plan.k, plan.precision_k, plan.longest
+    n, n_q = len(plan.db), len(plan.queries)
+    base_time = min(statistics.median(t) for t, ref in zip(timing.times, plan.is_reference) if ref)
+    ref_ids = timing.outputs[0][1]
     base_map = base_precision = None
     rows = []
-    for name, config, out, t, t_first in zip(names, chosen, outputs, times, first_call_s):
+    for name, config, out, t, t_first in zip(plan.names, plan.configs, timing.outputs, timing.times,
+                                             timing.first_call_s):
+        strategy = STRATEGY_REGISTRY[config["strategy"]]
         ids = out[1]
         at_k = ranking_metrics(ids, query_labels, db_labels, k)
         at_p = ranking_metrics(ids, query_labels, db_labels, precision_k)
         if base_map is None:
             base_map, base_precision = at_k["map"], at_p["precision"]
         chain = _lengths_of(config, longest)
-        if config["strategy"] == "exhaustive":
+        if strategy.scans_everything:
             scanned = flat_prefix = float(chain[0] * n)
             candidates = float(n)
         else:
@@ -381,8 +332,8 @@ def compare_strategies(
         rows.append({
             "configuration": name,
             "strategy": config["strategy"],
-            "parameters": _label(config, longest),
-            "short_label": _short_label(config, longest),
+            "parameters": strategy.label(config, chain),
+            "short_label": strategy.short_label(config, chain),
             "ranking_bits": chain[-1],
             "k": k,
             "db_size": n,
@@ -403,10 +354,10 @@ def compare_strategies(
             "precision_ratio": at_p["precision"] / base_precision if base_precision else math.nan,
             "overlap_at_k": _overlap(ids, ref_ids),
             "filled_at_k": float((ids[:, :k] >= 0).mean()),
-            **tables.get(name, {}),
+            **timing.tables.get(name, {}),
         })
     frame = pd.DataFrame(rows)
-    frame.attrs["add_s"] = add_s
+    frame.attrs["add_s"] = timing.add_s
     return frame
 
 
