@@ -291,3 +291,19 @@ def test_plot_retrieval_tradeoff_is_complete(tmp_path):
     partial = plots.plot_retrieval_tradeoff(hand_frame().assign(filled_at_k=[1, 1, 0.6, 1, 1]))
     notes = [t.get_text() for ax in partial.axes for t in ax.texts]
     assert notes.count("a (60% of k filled)") == 2 and notes.count("b") == 2
+
+
+def test_a_registered_strategy_runs_without_touching_the_comparison(monkeypatch):
+    """A new strategy is one registry entry: here a shortlist under another name, which must give the same row."""
+    from nhllib.retrieval import strategies
+
+    monkeypatch.setitem(strategies.STRATEGY_REGISTRY, "my_shortlist", strategies.STRATEGY_REGISTRY["shortlist"])
+    rng = np.random.default_rng(1)
+    q, d = rng.standard_normal((20, 32)), rng.standard_normal((400, 32))
+    ql, dl = rng.integers(0, 3, 20), rng.integers(0, 3, 400)
+    configs = [{"strategy": s, "prefix_bits": 16, "shortlist": 100} for s in ("shortlist", "my_shortlist")]
+    frame = compare_strategies(q, d, ql, dl, (16, 32), k=50, configs=configs, rounds=1)
+    mine, theirs = frame.set_index("strategy").loc[["my_shortlist", "shortlist"], ["map_at_k", "bits_scanned"]].values
+    assert list(mine) == list(theirs)
+    with pytest.raises(ValueError, match="strategy must be one of .*my_shortlist"):
+        compare_strategies(q, d, ql, dl, (16, 32), k=50, configs=[{"strategy": "nope"}], rounds=1)

@@ -122,8 +122,9 @@ def _checked(configs: Sequence[Mapping[str, Any]], lengths: tuple[int, ...], k: 
         if not isinstance(config, Mapping):
             raise TypeError(f"each configuration must be a dict, got {type(config).__name__}")
         strategy = config.get("strategy")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"configuration {dict(config)}: strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if strategy not in STRATEGY_REGISTRY:
+            raise ValueError(f"configuration {dict(config)}: strategy must be one of {tuple(STRATEGY_REGISTRY)}, "
+                             f"got {strategy!r}")
         absent = [p for p in STRATEGY_REGISTRY[strategy].required if p not in config]
         if absent:
             raise ValueError(f"configuration {dict(config)}: strategy {strategy!r} needs the parameters {absent}")
