@@ -11,21 +11,33 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 __all__ = ["check_choice", "check_int", "check_positive_int", "check_number", "check_name", "check_optional",
-           "validate_code_lengths"]
+           "check_bool", "validate_code_lengths"]
 
 
 def check_choice(name: str, value: Any, allowed: Collection) -> Any:
     """Return ``value`` if it is one of ``allowed``."""
-    if isinstance(value, bool) or value not in allowed:
+    try:
+        known = not isinstance(value, bool) and value in allowed
+    except TypeError:  # an unhashable value (a list given for a name) is simply not among them
+        known = False
+    if not known:
         raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
     return value
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is ``True`` or ``False`` (not 0, 1 or a string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_int(name: str, value: Any, *, minimum: int = 0) -> int:
-    """Return ``value`` if it is an int (not a bool) ``>= minimum``."""
+    """Return ``value`` if it is a Python int (not a bool, not a NumPy integer: configurations must stay JSON)
+    ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = {0: "non-negative int", 1: "positive int"}.get(minimum, f"int >= {minimum}")
-        raise ValueError(f"{name} must be a {kind}, got {value!r}")
+        kind = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
     return value
 
 

@@ -8,7 +8,9 @@ model builder :class:`ModelConfig`, the losses and weighting :class:`HashingConf
 Parameters are named flat (``epochs``, ``dataset``, ...): field names are unique across the parts, so the flat
 form (notebook parameters, profile files, the ``config.json`` of runs written before the parts existed) maps onto
 the parts without a table. Validation happens on construction so bad parameters fail at once, naming the
-parameter and what is allowed. Torch is imported only to check names against the registries.
+parameter and what is allowed; the checks themselves are :mod:`nhllib.checks` and the names :mod:`nhllib.vocab`
+(both torch-free), so a new kind of check is written once there. The analysis layer reads stored configurations
+through :func:`nhllib.results.flat_config` and never needs this module.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from nhllib.checks import check_choice, check_int, check_name, check_number, check_optional, check_positive_int
-from nhllib.checks import validate_code_lengths
+from nhllib.checks import (
+    check_bool, check_choice, check_int, check_name, check_number, check_optional, check_positive_int,
+    validate_code_lengths,
+)
 from nhllib.data.config import DataConfig
 from nhllib.results import LAYOUT, flat_config
 from nhllib.vocab import THRESHOLD_NORMS, TIE_MODES, VARIANTS, Variant
@@ -28,11 +32,6 @@ __all__ = [
     "RunConfig", "DataConfig", "ModelConfig", "HashingConfig", "TrainingConfig", "RunPlan", "LAYOUT",
     "flat_config", "Variant", "VARIANTS", "TIE_MODES",
 ]
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -45,8 +44,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_name("backbone", self.backbone)
-        _check_bool("pretrained", self.pretrained)
-        _check_bool("center_codes", self.center_codes)
+        check_bool("pretrained", self.pretrained)
+        check_bool("center_codes", self.center_codes)
         object.__setattr__(self, "code_lengths", validate_code_lengths(self.code_lengths))
 
 
@@ -94,7 +93,7 @@ class TrainingConfig:
         check_int("patience", self.patience)
         check_number("lr", self.lr, positive=True)
         check_number("weight_decay", self.weight_decay)
-        _check_bool("amp", self.amp)
+        check_bool("amp", self.amp)
         check_optional(check_positive_int, "topk", self.topk)
         check_choice("ties", self.ties, TIE_MODES)
 

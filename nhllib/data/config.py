@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nhllib.checks import check_choice, check_int, check_name, check_optional, check_positive_int
+from nhllib.checks import check_bool, check_choice, check_int, check_name, check_optional, check_positive_int
 
 from .split import SplitSpec
 
@@ -60,8 +60,7 @@ class DataConfig:
                 or not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be a number in [0, 1), got {self.val_fraction!r}")
         check_int("num_workers", self.num_workers)
-        if not isinstance(self.download, bool):
-            raise ValueError(f"download must be True or False, got {self.download!r}")
+        check_bool("download", self.download)
 
     @property
     def split(self) -> SplitSpec:
