@@ -113,10 +113,14 @@ _TOP = ("study", "seed", "device")
 
 # Fields that do not change what is computed, so they do not enter the run id.
 _NOT_IN_RUN_ID = ("study", "device", "data_dir", "download")
-# Fields added after layout 1: left out of the run id while at their default, so that every earlier run keeps
-# its folder name.
-_ADDED_AFTER_LAYOUT_1 = ("targets", "center_codes", "root", "resize_size", "normalization", "val_fraction",
-                         "num_workers")
+# The fields of layout 1, frozen: they always enter the run id. Every field added since enters it only when set
+# away from its default, so earlier runs keep their folder names and a new field needs no entry here.
+_LAYOUT_1_FIELDS = frozenset({
+    "study", "method", "variant", "code_lengths", "dataset", "data_dir", "query_per_class", "train_per_class",
+    "val_per_class", "database_per_class", "split_seed", "backbone", "pretrained", "image_size", "distill_weight",
+    "beta", "threshold_norm", "conflict_every", "loss_hparams", "epochs", "eval_every", "patience", "batch_size",
+    "eval_batch_size", "lr", "weight_decay", "topk", "ties", "seed", "device", "amp", "download",
+})
 
 
 @dataclass(frozen=True)
@@ -183,10 +187,8 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """A readable, deterministic folder name: the same config always maps to the same folder."""
-        identity = {k: v for k, v in self.flat().items() if k not in _NOT_IN_RUN_ID}
-        for name in _ADDED_AFTER_LAYOUT_1:
-            if identity[name] == _DEFAULTS[name]:
-                del identity[name]
+        identity = {k: v for k, v in self.flat().items()
+                    if k not in _NOT_IN_RUN_ID and (k in _LAYOUT_1_FIELDS or v != _DEFAULTS[k])}
         digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
         lengths = "-".join(str(n) for n in self.model.code_lengths)
         return f"{self.hashing.method}_{self.hashing.variant}_{lengths}_seed{self.seed}_{digest}"

@@ -21,7 +21,7 @@ from nhllib.final_eval import final_evaluation
 from nhllib.losses import build_losses
 from nhllib.model import HashingModel
 from nhllib.nested import NestedHashLayer, SeparateHashHeads
-from nhllib.results import HISTORY_COLUMNS, METRIC_COLUMNS, CONFLICT_COLUMNS, RunStore, write_codes
+from nhllib.results import CONFLICT_COLUMNS, HISTORY_COLUMNS, METRIC_COLUMNS, RunStore, write_codes
 from nhllib.train import FitResult, fit
 from nhllib.utils import git_commit, package_versions, resolve_device, seed_everything
 from nhllib.weighting import ConflictAware, Uniform, WeightingStrategy

@@ -283,3 +283,9 @@ def test_int8_probe_rejects_a_missing_or_wrong_op(monkeypatch):
     finally:
         monkeypatch.undo()
         compat.int8_matmul.cache_clear()
+
+
+def test_the_layout_1_field_list_is_the_stored_one():
+    from nhllib.config import _LAYOUT_1_FIELDS
+
+    assert _LAYOUT_1_FIELDS == set(LAYOUT_1)
