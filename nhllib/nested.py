@@ -13,32 +13,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from nhllib.checks import validate_code_lengths
+
 __all__ = ["NestedHashLayer", "SeparateHashHeads", "validate_code_lengths"]
-
-
-def validate_code_lengths(code_lengths: Sequence[int]) -> tuple[int, ...]:
-    """Return ``code_lengths`` as a tuple, or raise ``ValueError`` saying what is wrong with it."""
-    if isinstance(code_lengths, (str, bytes)):
-        raise ValueError(
-            f"code_lengths must be a sequence of ints, got the string {code_lengths!r} "
-            "(with papermill pass lists as YAML: -y 'code_lengths: [8, 16]')"
-        )
-    try:
-        lengths = tuple(code_lengths)
-    except TypeError:
-        raise ValueError(f"code_lengths must be a sequence of ints, got {code_lengths!r}") from None
-    if not lengths:
-        raise ValueError("code_lengths must hold at least one length, got an empty sequence")
-    for length in lengths:
-        if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
-            raise ValueError(f"code_lengths must be positive ints, got {length!r} in {lengths}")
-    for short, long in zip(lengths, lengths[1:]):
-        if long <= short:
-            raise ValueError(
-                f"code_lengths must be strictly increasing (each code is a prefix of the next), "
-                f"got {lengths}: {long} follows {short}"
-            )
-    return lengths
 
 
 def _check_in_features(in_features: int) -> int:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nhllib.config import VARIANTS, RunConfig
+from nhllib.config import RunConfig
 from nhllib.results import RunStore
 
 __all__ = ["Profile", "load_profile", "expand_grid", "run_study", "main", "PROFILES_DIR"]
@@ -136,17 +136,14 @@ def _relative(path: Path, start: Path) -> str:
 
 
 def _train_parameters(cfg: RunConfig, results_root: Path) -> dict[str, Any]:
-    params = cfg.to_dict()
+    params = cfg.flat()
     params["results_root"] = str(results_root)
     params["progress"] = False
     return params
 
 
 def _label(number: int, total: int, cfg: RunConfig) -> str:
-    label = f"[{number}/{total}] {cfg.method} {cfg.variant} {'/'.join(map(str, cfg.code_lengths))} seed={cfg.seed}"
-    if VARIANTS[cfg.variant].distillation and cfg.distill_weight != RunConfig.distill_weight:
-        label += f" λ={cfg.distill_weight}"
-    return label
+    return f"[{number}/{total}] {cfg.label}"
 
 
 def run_study(profile: Profile, results_root: Path, cwd: Path = PROJECT_ROOT, analysis_only: bool = False,
