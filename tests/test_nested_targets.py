@@ -267,10 +267,10 @@ def test_fused_losses_equal_the_per_length_path(name, dtype, head, targets):
         torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("name, hparams", [("csq", "lam"), ("dpn", "m"), ("mdsh", "lam"), ("shcir", "lam"),
-                                           ("shcir", "m")])
+# SHCIR's margin m is left out: it shifts every class's logit alike and cancels in the softmax.
+@pytest.mark.parametrize("name, hparams", [("csq", "lam"), ("dpn", "m"), ("mdsh", "lam"), ("shcir", "lam")])
 def test_fused_losses_take_each_lengths_own_hyper_parameter(name, hparams):
-    values = {"lam": [0.5, 0.0, 2.0], "m": [0.5, 1.0, 2.0] if name == "dpn" else [0.1, -0.2, 0.3]}[hparams]
+    values = {"lam": [0.5, 0.0, 2.0], "m": [0.5, 1.0, 2.0]}[hparams]
     losses = [build_loss(name, n, 5, BATCH, seed=k, **{hparams: v}).double()
               for k, (n, v) in enumerate(zip(FUSED_LENGTHS, values))]
     longest = torch.randn(BATCH, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2))

@@ -7,7 +7,8 @@ arXiv 2507.08404 (ACM TOIS 2025). Implemented as in the NHL reference code (``bi
     l_i = log(e_pos / D) + 1/(C - 1) * sum_neg log(1 - e_neg / D)
     loss = -mean_i l_i + lam * mean((|u| - 1)^2)
 
-with ``m = 0``. Vectorised in log space (``log(1 - e_neg / D)`` as a log-sum-exp over the other
+with ``m = 0``. The margin shifts every class's logit alike, so it cancels in both softmax terms: the
+loss does not depend on ``m`` (kept as a parameter to mirror the reference). Vectorised in log space (``log(1 - e_neg / D)`` as a log-sum-exp over the other
 classes) instead of the reference's Python loop over samples; same values where the reference's
 are finite.
 
