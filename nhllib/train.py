@@ -58,7 +58,8 @@ class FitResult:
 
 
 def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill_weight: float):
-    """Per-length objectives O_k, plus the codes and the features they came from (for the weighting)."""
+    """Per-length objectives O_k, plus the codes and the features they came from (for the weighting; None when
+    the codes are not a linear map of the features)."""
     images, labels, index = batch
     features = model.backbone(images)
     codes = model.head(features)
@@ -67,7 +68,8 @@ def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill
         distill = cascade_distillation(codes)
         # O_k = ℓ_k + λ D_k for k < K and O_K = ℓ_K: every length keeps its own loss (the release drops ℓ_K).
         per_length = per_length + distill_weight * torch.cat([distill, distill.new_zeros(1)])
-    return per_length, codes, features
+    # The weighting's one-backward shortcut needs h_k linear in the features; without it, it takes K gradients.
+    return per_length, codes, features if model.codes_are_linear else None
 
 
 def _check_finite(objectives: torch.Tensor, lengths: Sequence[int], epoch: int, step: int) -> None:

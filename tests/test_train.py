@@ -155,3 +155,34 @@ def test_backward_from_codes_equals_backward_through_losses(data_dir):
     (weights * objectives).sum().backward()
     for fast, full in zip(shortcut, (p.grad for p in built.model.parameters())):
         assert torch.allclose(fast, full, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_conflict_weighting_sees_the_true_gradients_of_a_centred_head(center):
+    # With code centring the codes are not f Wᵀ + b, so the weighting's shortcut through ∂O_k/∂h_k would be wrong;
+    # the step must hand it what gives each length's true gradient of the shared weight.
+    from torch import nn
+
+    from nhllib.losses import build_losses
+    from nhllib.model import HashingModel
+    from nhllib.nested import NestedHashLayer
+    from nhllib.train import train_step
+    from nhllib.weighting import ConflictAware
+
+    torch.manual_seed(0)
+    lengths = (4, 8, 16)
+    backbone = nn.Sequential(nn.Linear(12, 10), nn.ReLU())
+    backbone.out_features = 10
+    model = HashingModel(backbone, NestedHashLayer(10, lengths, center=center))
+    losses = build_losses("dch", lengths, 3, 32, nested=True)
+    x, index = torch.randn(16, 12), torch.arange(16)
+    y = torch.eye(3)[torch.arange(16) % 3]
+    # Reference: every length's gradient of the shared weight by autograd, then the rule.
+    codes = model(x)
+    objectives = torch.stack([loss(u, y, index) for loss, u in zip(losses, codes)])
+    grads = [torch.autograd.grad(o, model.shared_weight, retain_graph=True)[0] for o in objectives]
+    expected_weights, expected_stats = ConflictAware(lengths, apply=True)._rule(grads)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    _, outcome = train_step(model, losses, (x, y, index), optimizer, ConflictAware(lengths, apply=True), 0.0)
+    torch.testing.assert_close(outcome.stats.dot, expected_stats.dot, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(outcome.weights, expected_weights)
