@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the study: ./run_all.sh [smoke|default|full|paper] [driver options]   (default profile: default)
 #   driver options (python -m nhllib.study --help): --results DIR, --jobs N, --analysis-only, --list
-# Creates the environment on first use, checks the data, runs every missing run of the profile's grid
+# Creates the environment on first use, fetches Fashion-MNIST when missing (scripts/get_data.sh), checks the data, runs every missing run of the profile's grid
 # (studies/<profile>.yaml) through papermill, then the analysis notebooks. Resumable: complete runs are skipped.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -13,6 +13,7 @@ if [ ! -f "studies/$profile.yaml" ]; then
 fi
 source scripts/env.sh
 ensure_env
+NHL_PYTHON="$NHL_PYTHON" scripts/get_data.sh --profile "$profile"
 "$NHL_PYTHON" -m nhllib.data.check --profile "$profile"
 start=$(date +%s)
 status=0
