@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,7 @@ __all__ = [
     "weight_summary",
     "hamming_histograms",
     "plot_codes",
+    "resolve_data_dir",
     "plot_conflicts",
     "plot_hamming_distributions",
     "plot_map_by_length",
@@ -690,3 +692,14 @@ def plot_conflict_rule(examples: Sequence[tuple[Sequence[float], Sequence[float]
     axes[0].legend(fontsize=7, loc="lower left")
     fig.suptitle(f"The conflict rule for one pair (K = {num_lengths}, β = {beta:g})", fontsize=11)
     return fig
+
+
+def resolve_data_dir(data_dir: str) -> str:
+    """``data_dir`` as given, except that a relative path is taken from the repository root when the notebook
+    runs inside ``notebooks/`` (JupyterLab starts a notebook's kernel in the notebook's folder; papermill and the
+    study run from the root), so that every way of running the tour shares ``data/``."""
+    path = Path(data_dir)
+    cwd = Path.cwd()
+    if not path.is_absolute() and cwd.name == "notebooks" and (cwd.parent / "nhllib").is_dir():
+        return str(Path("..") / path)
+    return data_dir

@@ -3,6 +3,7 @@ not in the repository."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -72,3 +73,20 @@ def test_no_new_citations_of_documents_outside_the_repository():
     new = sorted(citing - PENDING)
     assert not new, f"these files cite METHOD/ECOSYSTEM/DESIGN/STYLE.md, which are not in the repository; cite " \
                     f"docs/method.md, docs/evaluation.md or docs/reference-defects.md instead: {new}"
+
+
+def test_rendered_notebooks_are_executed_and_hold_no_machine_paths():
+    rendered = DOCS / "rendered"
+    names = {p.name for p in rendered.glob("*.ipynb")}
+    assert {"00_tour.ipynb", "05_exercises_solutions.ipynb", "05_exercises_blank.ipynb"} <= names
+    for path in rendered.glob("*.ipynb"):
+        text = path.read_text()
+        nb = json.loads(text)
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(c.get("execution_count") for c in code), f"{path.name}: not executed"
+        assert not re.search(r'"/(work|tmp|home|root|usr)/', text), f"{path.name} holds an absolute path"
+        assert "Traceback" not in text, f"{path.name} holds an error"
+    tour = (rendered / "00_tour.ipynb").read_text()
+    assert "image/png" in tour and "untrained network (reference)" in tour
+    assert "5 of 5 exercises pass" in (rendered / "05_exercises_solutions.ipynb").read_text()
+    assert "0 of 5 exercises pass" in (rendered / "05_exercises_blank.ipynb").read_text()

@@ -271,3 +271,13 @@ def test_tour_notebook_runs_end_to_end(tmp_path):
                      for o in c.outputs)
     assert "untrained network (reference)" in text and "separate" in text
     assert list((tmp_path / "data" / "splits").iterdir())  # the only file the tour writes: its split
+
+
+def test_resolve_data_dir_from_the_notebooks_folder(tmp_path, monkeypatch):
+    (tmp_path / "nhllib").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert tour.resolve_data_dir("data") == str(Path("..") / "data")
+    assert tour.resolve_data_dir(str(tmp_path / "elsewhere")) == str(tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path)
+    assert tour.resolve_data_dir("data") == "data"
