@@ -281,3 +281,23 @@ def test_resolve_data_dir_from_the_notebooks_folder(tmp_path, monkeypatch):
     assert tour.resolve_data_dir(str(tmp_path / "elsewhere")) == str(tmp_path / "elsewhere")
     monkeypatch.chdir(tmp_path)
     assert tour.resolve_data_dir("data") == "data"
+
+
+@needs_data
+def test_compare_targets_trains_a_second_run_when_nested_targets_differ(tmp_path, monkeypatch):
+    # Stand-in for a CSQ `nest` hook that derives the shorter centres from the longest one's prefix (what
+    # targets="nested" is for); the tour must then train the second run and find no contradiction in it.
+    from nhllib.losses import CSQLoss
+
+    def nest(cls, losses, *, targets="nested"):
+        if targets == "nested":
+            for loss in losses[:-1]:
+                loss.centers = losses[-1].centers[:, :loss.code_length].clone()
+
+    monkeypatch.setattr(CSQLoss, "nest", classmethod(nest))
+    cfg = tiny_config(tmp_path, code_lengths=(8, 16), epochs=1)
+    runs, note = tour.compare_targets(cfg)
+    assert [r.targets for r in runs] == ["independent", "nested"] and "every shorter target is the prefix" in note
+    assert not tour.target_agreement(runs[0].built.losses)["8-bit = prefix"].all()
+    assert tour.target_agreement(runs[1].built.losses)["8-bit = prefix"].all()
+    assert list(tour.weight_summary(runs).index) == ["nhl, independent targets", "nhl, nested targets"]
