@@ -21,7 +21,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from nhllib.checks import (
-    check_bool, check_choice, check_int, check_name, check_number, check_optional, check_positive_int,
+    MAX_EPOCHS, check_bool, check_choice, check_int, check_name, check_number, check_optional, check_positive_int,
     validate_code_lengths,
 )
 from nhllib.data.config import DataConfig
@@ -68,7 +68,7 @@ class HashingConfig:
         check_number("distill_weight", self.distill_weight)
         check_number("beta", self.beta, positive=True)
         check_choice("threshold_norm", self.threshold_norm, THRESHOLD_NORMS)
-        check_positive_int("conflict_every", self.conflict_every)
+        check_positive_int("conflict_every", self.conflict_every, maximum=MAX_EPOCHS)
         if not isinstance(self.loss_hparams, dict):
             raise ValueError(f"loss_hparams must be a dict of keyword arguments, got {self.loss_hparams!r}")
         check_name("targets", self.targets)
@@ -88,9 +88,9 @@ class TrainingConfig:
     ties: str = "expected"
 
     def __post_init__(self) -> None:
-        check_positive_int("epochs", self.epochs)
-        check_positive_int("eval_every", self.eval_every)
-        check_int("patience", self.patience)
+        check_positive_int("epochs", self.epochs, maximum=MAX_EPOCHS)
+        check_positive_int("eval_every", self.eval_every, maximum=MAX_EPOCHS)
+        check_int("patience", self.patience, maximum=MAX_EPOCHS)
         check_number("lr", self.lr, positive=True)
         check_number("weight_decay", self.weight_decay)
         check_bool("amp", self.amp)
@@ -213,6 +213,11 @@ class RunConfig:
     def updated(self, **changes: Any) -> "RunConfig":
         """A copy with some parameters changed, by their flat names (validated like a new config)."""
         return RunConfig.from_dict({**self.flat(), **changes})
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The default value of every part's field, by flat name (not the top-level study, seed, device)."""
+        return dict(_DEFAULTS)
 
     @classmethod
     def parameter_names(cls) -> tuple[str, ...]:

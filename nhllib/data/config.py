@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nhllib.checks import check_bool, check_choice, check_int, check_name, check_optional, check_positive_int
+from nhllib.checks import (
+    MAX_BATCH, MAX_IMAGE_SIDE, MAX_PER_CLASS, MAX_WORKERS, check_bool, check_choice, check_int, check_name,
+    check_optional, check_positive_int,
+)
 
 from .split import SplitSpec
 
@@ -42,24 +45,24 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_name("dataset", self.dataset)
-        if not isinstance(self.data_dir, (str, Path)) or not str(self.data_dir):
+        if isinstance(self.data_dir, bool) or not isinstance(self.data_dir, (str, Path)) or not str(self.data_dir):
             raise ValueError(f"data_dir must be a non-empty path, got {self.data_dir!r}")
         if self.root is not None and not isinstance(self.root, (str, Path)):
             raise ValueError(f"root must be a path or None, got {self.root!r}")
-        check_positive_int("query_per_class", self.query_per_class)
-        check_positive_int("train_per_class", self.train_per_class)
-        check_int("val_per_class", self.val_per_class)
-        check_optional(check_positive_int, "database_per_class", self.database_per_class)
+        check_positive_int("query_per_class", self.query_per_class, maximum=MAX_PER_CLASS)
+        check_positive_int("train_per_class", self.train_per_class, maximum=MAX_PER_CLASS)
+        check_int("val_per_class", self.val_per_class, maximum=MAX_PER_CLASS)
+        check_optional(check_positive_int, "database_per_class", self.database_per_class, maximum=MAX_PER_CLASS)
         check_int("split_seed", self.split_seed)
-        check_optional(check_positive_int, "image_size", self.image_size)
-        check_optional(check_positive_int, "resize_size", self.resize_size)
-        check_positive_int("batch_size", self.batch_size)
-        check_positive_int("eval_batch_size", self.eval_batch_size)
+        check_optional(check_positive_int, "image_size", self.image_size, maximum=MAX_IMAGE_SIDE)
+        check_optional(check_positive_int, "resize_size", self.resize_size, maximum=MAX_IMAGE_SIDE)
+        check_positive_int("batch_size", self.batch_size, maximum=MAX_BATCH)
+        check_positive_int("eval_batch_size", self.eval_batch_size, maximum=MAX_BATCH)
         check_choice("normalization", self.normalization, NORMALIZATIONS)
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
                 or not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be a number in [0, 1), got {self.val_fraction!r}")
-        check_int("num_workers", self.num_workers)
+        check_int("num_workers", self.num_workers, maximum=MAX_WORKERS)
         check_bool("download", self.download)
 
     @property
