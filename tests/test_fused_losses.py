@@ -260,3 +260,19 @@ def test_in_batch_pairs_match_the_formulas(name, batch):
     (grad,) = torch.autograd.grad(value, u)
     assert torch.isfinite(grad).all()
     assert not loss.state_dict()  # no bank at all
+
+
+@pytest.mark.parametrize("name", BANK)
+def test_a_shorter_length_writes_only_its_own_columns_of_the_shared_bank(name):
+    losses = build_losses(name, LENGTHS, C, N, nested=True)
+    head = _head("nested", torch.float32)
+    (features, y, index), (features2, y2, _) = _batches(torch.float32, 2)
+    per_length_losses(losses, head(features), y, index)
+    before = losses[-1].U.clone()
+    short = head(features2)[0].detach()
+    losses[0](short, y2, index)
+    width = LENGTHS[0]
+    written = short.clamp(-1, 1) if name == "dbdh" else short
+    assert torch.equal(losses[-1].U[index, :width], written)
+    assert torch.equal(losses[-1].U[:, width:], before[:, width:])  # the longer lengths' columns are theirs
+    assert torch.equal(losses[-1].Y[index], y2)
