@@ -23,6 +23,7 @@ u_j v_j^T``. Two helpers let a loss's :meth:`HashLoss.nested_losses` use this:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import ClassVar
@@ -180,10 +181,17 @@ def prefix_products(codes: Sequence[Tensor], other: Tensor | None = None) -> Ten
 def stack_hparam(losses: Sequence[HashLoss], name: str, like: Tensor, dims: int = 2) -> Tensor | float:
     """The hyper-parameter ``name`` of every loss: one float if they agree, else ``(K, 1, ..)`` with
     ``dims`` trailing singleton dimensions (broadcasts against ``(K, B, N)`` for ``dims=2``, ``(K,)`` for 0)."""
-    values = [float(getattr(loss, name)) for loss in losses]
+    values = tuple(float(getattr(loss, name)) for loss in losses)
     if len(set(values)) == 1:
         return values[0]
-    return torch.tensor(values, dtype=like.dtype, device=like.device).reshape(-1, *([1] * dims))
+    return _hparam_tensor(values, like.dtype, like.device, dims)
+
+
+@functools.lru_cache(maxsize=64)
+def _hparam_tensor(values: tuple[float, ...], dtype: torch.dtype, device: torch.device, dims: int) -> Tensor:
+    # Built once per (values, dtype, device): a fresh tensor every step would be a host-to-device copy, and
+    # from pageable memory a synchronisation, on a GPU. Read only; never written in place.
+    return torch.tensor(values, dtype=dtype, device=device).reshape(-1, *([1] * dims))
 
 
 class HashLoss(nn.Module):
