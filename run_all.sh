@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Regenerate the study: ./run_all.sh [smoke|default|full|paper] [driver options]   (default profile: default)
+# Regenerate the study: ./run_all.sh [smoke|default|full|paper|PATH.yaml] [driver options]   (default profile: default)
 #   driver options (python -m nhllib.study --help): --results DIR, --jobs N, --analysis-only, --list
+#   Relative paths (a profile file, --results) are relative to the directory you call it from.
+#   SIGTERM / SIGINT (kill PID, Ctrl-C) stop the driver and every notebook it started; rerun the same command to
+#   resume (complete runs are kept). A second run_all.sh on the same results folder stops at once, naming the first.
 # Creates the environment on first use, fetches Fashion-MNIST when missing (scripts/get_data.sh), checks the data, runs every missing run of the profile's grid
 # (studies/<profile>.yaml) through papermill, then the analysis notebooks. Resumable: complete runs are skipped.
 # The default profile then renders the executed tour and exercises into docs/rendered/ (scripts/render_docs.sh;
 # NHL_RENDER_DOCS=0 skips it).
 set -euo pipefail
-cd "$(dirname "$0")"
+caller=$PWD
 profile=${1:-default}
 shift || true
-if [ ! -f "studies/$profile.yaml" ]; then
+case "$profile" in
+  *.yaml|*.yml) profile=$(cd "$(dirname "$profile")" && pwd)/$(basename "$profile") ;;  # a profile file, made absolute
+esac
+cd "$(dirname "$0")"
+project=$PWD
+if [ ! -f "$profile" ] && [ ! -f "studies/$profile.yaml" ]; then
   echo "error: unknown profile '$profile'; available: $(cd studies && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')" >&2
   exit 2
 fi
@@ -19,7 +27,24 @@ NHL_PYTHON="$NHL_PYTHON" scripts/get_data.sh --profile "$profile"
 "$NHL_PYTHON" -m nhllib.check_data --profile "$profile"
 start=$(date +%s)
 status=0
-"$NHL_PYTHON" -m nhllib.study "$profile" "$@" || status=$?
+# The driver runs in the background and this shell waits for it, so that a signal sent to this script reaches the
+# driver (a shell waiting on a foreground child would die alone and leave it running); the driver ends its
+# notebooks. It runs in the caller's directory, so that a relative --results means what the caller meant.
+driver=
+stop() {
+  trap '' TERM INT
+  echo "run_all.sh: $1 received, stopping the study ..." >&2
+  [ -n "$driver" ] && kill -TERM "$driver" 2>/dev/null || true
+  [ -n "$driver" ] && wait "$driver" 2>/dev/null || true
+  echo "run_all.sh: stopped; rerun the same command to resume (complete runs are kept)" >&2
+  exit "$2"
+}
+trap 'stop SIGTERM 143' TERM
+trap 'stop SIGINT 130' INT
+(cd "$caller" && PYTHONPATH="$project${PYTHONPATH:+:$PYTHONPATH}" exec "$NHL_PYTHON" -m nhllib.study "$profile" "$@") &
+driver=$!
+wait "$driver" || status=$?
+driver=
 if [ "$status" -eq 0 ] && [ "$profile" = default ] && [ "${NHL_RENDER_DOCS:-1}" = 1 ]; then
   NHL_PYTHON="$NHL_PYTHON" scripts/render_docs.sh || status=$?  # the executed tour and exercises under docs/rendered/
 fi

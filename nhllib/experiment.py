@@ -17,7 +17,9 @@ import torch
 from nhllib.backbones import build_backbone
 from nhllib.config import RunConfig, RunPlan
 from nhllib.data import HashingData, load_data
+from nhllib.collapse import code_health
 from nhllib.final_eval import final_evaluation
+from nhllib.locks import FolderLock
 from nhllib.losses import build_losses
 from nhllib.model import HashingModel
 from nhllib.nested import NestedHashLayer, SeparateHashHeads
@@ -87,19 +89,21 @@ def run_experiment(cfg: RunConfig, results_root: str | Path = "results", overwri
     """Train and evaluate one run and write its complete folder; returns the folder.
 
     A complete folder for the same config raises :class:`~nhllib.results.RunExistsError` unless ``overwrite``;
-    an incomplete one is redone. The completion marker is written last.
+    an incomplete one is redone. The completion marker is written last. The run folder is locked while the run
+    writes it (:class:`~nhllib.locks.LockedError`, naming the holder, when another process is training it).
     """
     store = RunStore(results_root, cfg.study, cfg.run_id)
     if store.state == "complete" and not overwrite:
         store.prepare(overwrite=False)  # raises RunExistsError before any work
     started = datetime.now(timezone.utc).isoformat()
     built = build_run(cfg, progress=progress)  # data and model first: a missing dataset leaves no folder behind
-    store.prepare(overwrite=overwrite)
-    try:
-        _train_and_write(cfg, built, store, started, save_codes)
-    except BaseException:
-        store.discard()  # no half-written results left looking usable; the notebook and its log stay
-        raise
+    with FolderLock(store.path, "training run"):
+        store.prepare(overwrite=overwrite)  # the state is checked again, now that no one else can change it
+        try:
+            _train_and_write(cfg, built, store, started, save_codes)
+        except BaseException:
+            store.discard()  # no half-written results left looking usable; the notebook and its log stay
+            raise
     return store.path
 
 
@@ -123,9 +127,18 @@ def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: 
         "dataset": cfg.data.dataset, "backbone": cfg.model.backbone, "weighting": built.plan.weighting,
         "distill_weight": built.plan.distill_weight, "seed": cfg.seed,
     }
+    health = code_health(final.codes["query"][0], built.data.num_classes)
+    collapsed = sorted(length for length, h in health.items() if h.collapsed)
+    if collapsed:
+        logger.warning(
+            "run %s: the codes of length(s) %s collapsed (distinct query codes %s for %d classes; constant bits %s); "
+            "the model did not learn a usable hash (a learning rate too large?)", cfg.run_id, collapsed,
+            {n: health[n].distinct_codes for n in collapsed}, built.data.num_classes,
+            {n: health[n].constant_bits for n in collapsed})
     rows = []
     for length in cfg.model.code_lengths:
         per_length = {
+            "distinct_codes": health[length].distinct_codes, "constant_bits": health[length].constant_bits,
             "map": result.query_map_best[length],
             "map_last": result.query_map_last[length],
             "val_map": result.val_map_best.get(length, float("nan")),
@@ -135,7 +148,7 @@ def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: 
     run_level = {
         "train_time_s": result.train_time_s, "eval_time_s": result.eval_time_s, "final_eval_time_s": final_time,
         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "train_steps": result.train_steps,
-        "stopped_early": float(result.stopped_early),
+        "stopped_early": float(result.stopped_early), "collapsed": float(bool(collapsed)),
     }
     rows += [{**base, "code_length": None, "metric": k, "value": v} for k, v in run_level.items()]
     store.write_rows("history.csv", result.history, HISTORY_COLUMNS)

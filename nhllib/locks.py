@@ -63,13 +63,13 @@ class FolderLock:
         except ImportError:  # pragma: no cover - Windows
             logger.warning("no fcntl on this platform: %s is not locked against a second writer", self.folder)
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            except PermissionError as err:
+            except OSError as err:
                 raise PermissionError(f"cannot create the lock file {self.path}: {err.strerror}; "
-                                      "is the results folder writable?") from None
+                                      f"the folder {self.path.parent} must be writable") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -30,7 +30,7 @@ __all__ = [
     "COMPLETE_MARKER", "atomic_write_text", "require_columns", "write_codes", "read_codes", "RunCodes",
     "METRIC_COLUMNS", "METRIC_KEYS", "HISTORY_COLUMNS", "CONFLICT_COLUMNS", "RUN_KEYS", "RUN_COLUMNS",
     "CONTEXT_COLUMNS", "CONFLICT_PLOT_COLUMNS", "HISTORY_PLOT_COLUMNS", "CURVE_PLOT_COLUMNS", "TRADEOFF_PLOT_COLUMNS",
-    "CODES_FILE", "LAYOUT", "flat_config",
+    "CODES_FILE", "LAYOUT", "flat_config", "process_umask",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,12 +73,30 @@ class RunExistsError(FileExistsError):
     """A complete run folder exists and ``overwrite`` was not asked for."""
 
 
+def process_umask() -> int:
+    """The process umask, read without changing it where the system allows (``/proc``; else set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``."""
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``.
+
+    The file gets the mode any new file gets (0666 less the umask): ``mkstemp`` creates 0600, which would hide
+    results from the other users of a shared machine.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~process_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)

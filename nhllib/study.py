@@ -16,19 +16,31 @@ A profile is a YAML file (``studies/<profile>.yaml``)::
           code_lengths: [[8], [16]]
           seed: [0, 1, 2]
 
-Every config is built and validated before the first run starts, so a typo fails at once. Complete runs are
+Every config is built and validated before the first run starts, so a typo fails at once; the profile itself is
+checked against a schema first (:func:`check_profile`), with messages naming the block and key. Complete runs are
 skipped, incomplete ones redone; a failed run does not stop the others, and the driver exits non-zero at the end
 if any failed.
+
+Running long studies safely: the results root is resolved once, against the caller's working directory, and
+passed on absolute. The driver locks the study folder (:mod:`nhllib.locks`), so a second driver on it stops at
+once naming the first. SIGTERM or SIGINT end every notebook process it started (papermill and its kernel) and
+exit with 128 + the signal number; the interrupted runs stay incomplete and the same command resumes. The
+analysis notebooks write their figures and tables to a staging folder, published as a set when all succeed;
+then ``ANALYSIS_COMPLETE`` is written in the study folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,9 +48,11 @@ from pathlib import Path
 from typing import Any
 
 from nhllib.config import RunConfig
-from nhllib.results import RunStore
+from nhllib.locks import FolderLock, LockedError
+from nhllib.results import RunStore, atomic_write_text
 
-__all__ = ["Profile", "load_profile", "expand_grid", "run_study", "main", "PROFILES_DIR"]
+__all__ = ["Profile", "load_profile", "check_profile", "expand_grid", "run_study", "main", "PROFILES_DIR",
+           "ANALYSIS_MARKER", "Interrupted"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +61,10 @@ PROFILES_DIR = PROJECT_ROOT / "studies"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 TRAIN_NOTEBOOK = "01_train.ipynb"
 ANALYSIS_NOTEBOOKS = ("02_gradient_conflicts.ipynb", "03_figures.ipynb", "04_retrieval.ipynb")
+#: Analysis notebooks that take figures_dir / tables_dir: they write to a staging folder, published as a set.
+STAGED_NOTEBOOKS = ("03_figures.ipynb", "04_retrieval.ipynb")
+ANALYSIS_MARKER = "ANALYSIS_COMPLETE"
+PROFILE_KEYS = ("study", "defaults", "method_defaults", "analysis", "grid")
 
 
 @dataclass(frozen=True)
@@ -92,16 +110,72 @@ def expand_grid(study: str, defaults: dict[str, Any], grid: list[dict[str, Any]]
     return list(configs.values())
 
 
-def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
-    import yaml
+def check_profile(spec: Any, source: str = "profile") -> None:
+    """Check a profile's structure; ``ValueError`` names ``source``, the block and the key.
 
-    path = profiles_dir / f"{name}.yaml"
-    if not path.is_file():
-        raise ValueError(f"unknown profile {name!r}; available profiles: {', '.join(available_profiles(profiles_dir))}")
-    spec = yaml.safe_load(path.read_text())
+    The values themselves are checked by :class:`RunConfig` when the grid is expanded; this catches what would
+    otherwise surface as ``'int' object is not iterable`` or a silently empty grid.
+    """
+    known = set(RunConfig.parameter_names())
+    if not isinstance(spec, dict):
+        raise ValueError(f"{source}: a profile must be a mapping with keys {list(PROFILE_KEYS)}, got {spec!r}")
+    unknown = sorted(set(spec) - set(PROFILE_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown top-level key(s) {unknown}; allowed: {list(PROFILE_KEYS)}")
     for key in ("study", "grid"):
         if key not in spec:
-            raise ValueError(f"profile file {path.name} lacks the key {key!r}")
+            raise ValueError(f"{source} lacks the key {key!r}")
+    for key in ("defaults", "method_defaults", "analysis"):
+        if not isinstance(spec.get(key, {}), dict):
+            raise ValueError(f"{source}: {key!r} must be a mapping, got {spec[key]!r}")
+    bad = sorted(set(spec.get("defaults", {})) - known)
+    if bad:
+        raise ValueError(f"{source}: unknown run parameter(s) {bad} in 'defaults'")
+    grid = spec["grid"]
+    if not isinstance(grid, list) or not grid:
+        raise ValueError(f"{source}: 'grid' must be a non-empty list of blocks, got {grid!r}")
+    for number, block in enumerate(grid, start=1):
+        where = f"{source}, grid block {number}"
+        if not isinstance(block, dict):
+            raise ValueError(f"{where} must be a mapping of run parameters (and 'sweep'), got {block!r}")
+        bad = sorted(set(block) - known - {"sweep"})
+        if bad:
+            raise ValueError(f"{where}: unknown run parameter(s) {bad}")
+        sweep = block.get("sweep", {})
+        if not isinstance(sweep, dict):
+            raise ValueError(f"{where}: 'sweep' must map run parameters to lists of values, got {sweep!r}")
+        for key, values in sweep.items():
+            if key not in known:
+                raise ValueError(f"{where}, sweep key {key!r}: not a run parameter")
+            if not isinstance(values, list):
+                raise ValueError(f"{where}, sweep key {key!r}: must be a list of values (e.g. {key}: [{values!r}]), "
+                                 f"got {values!r}")
+            if not values:
+                raise ValueError(f"{where}, sweep key {key!r}: the list is empty, so the block would give no runs")
+            if key == "code_lengths" and not all(isinstance(v, list) for v in values):
+                raise ValueError(f"{where}, sweep key 'code_lengths': each value is a list of lengths "
+                                 f"(e.g. code_lengths: [[8], [16]] or [[8, 16, 32]]), got {values!r}")
+
+
+def _profile_path(name: str, profiles_dir: Path) -> Path:
+    """A profile name (``studies/<name>.yaml``) or the path of a profile file (ending in ``.yaml``)."""
+    if name.endswith((".yaml", ".yml")):
+        return Path(name).expanduser().absolute()
+    return profiles_dir / f"{name}.yaml"
+
+
+def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
+    """Read and validate a profile: a name under ``studies/`` or the path of a ``.yaml`` file."""
+    import yaml
+
+    path = _profile_path(name, profiles_dir)
+    if not path.is_file():
+        raise ValueError(f"unknown profile {name!r}; available profiles: {', '.join(available_profiles(profiles_dir))}")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"profile file {path} is not valid YAML: {err}") from None
+    check_profile(spec, f"profile file {path.name}")
     configs = expand_grid(spec["study"], spec.get("defaults", {}), spec["grid"], spec.get("method_defaults"))
     return Profile(name, spec["study"], tuple(configs), spec.get("analysis", {}))
 
@@ -110,7 +184,91 @@ class NotebookFailed(RuntimeError):
     """papermill exited non-zero; the message holds the last line of its log."""
 
 
-def _execute(notebook: str, output: Path, parameters: dict[str, Any], cwd: Path, threads: int | None) -> None:
+class Interrupted(Exception):
+    """The driver was asked to stop (SIGTERM or SIGINT); its notebook processes have been ended."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class _Children:
+    """The notebook processes a driver started, so that a stop ends them and the kernels they started.
+
+    papermill starts its kernel in a session of its own (jupyter_client), so ending papermill's process group
+    is not enough: the descendants are collected (psutil, a dependency of ipykernel) and ended too.
+    """
+
+    def __init__(self) -> None:
+        self._procs: set[subprocess.Popen] = set()
+        self._lock = threading.RLock()  # re-entrant: the signal handler may run while the main thread holds it
+        self.stopping = threading.Event()
+
+    def run(self, args: list[str], **options) -> int:
+        with self._lock:
+            if self.stopping.is_set():
+                raise Interrupted(signal.SIGTERM)
+            proc = subprocess.Popen(args, start_new_session=True, **options)
+            self._procs.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        self.stopping.set()
+        with self._lock:
+            procs = list(self._procs)
+        victims = []
+        for proc in procs:
+            victims += _descendants(proc.pid)
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in victims:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(_alive(pid) for pid in (*victims, *(p.pid for p in procs))):
+            time.sleep(0.1)
+            for proc in procs:
+                proc.poll()
+        for pid in (*victims, *(p.pid for p in procs)):
+            _signal(pid, signal.SIGKILL)
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        import psutil
+    except ImportError:  # the kernel still exits once papermill is gone (ipykernel's parent poller)
+        return []
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        import psutil
+
+        return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except ImportError:
+        return False
+    except Exception:  # noqa: BLE001 - it vanished between the two calls
+        return False
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _execute(notebook: str, output: Path, parameters: dict[str, Any], cwd: Path, threads: int | None,
+             children: _Children | None = None) -> None:
     """Run one notebook through the papermill CLI in a subprocess.
 
     A subprocess keeps every run's kernel noise in ``<output>.log`` (beside the executed notebook) instead of
@@ -127,13 +285,13 @@ def _execute(notebook: str, output: Path, parameters: dict[str, Any], cwd: Path,
     log = output.with_suffix(".log")
     with open(log, "w") as handle:
         # Paths relative to the project where possible: papermill records them in the executed notebook.
-        done = subprocess.run(
+        returncode = (children or _Children()).run(
             [sys.executable, "-m", "papermill", _relative(NOTEBOOKS_DIR / notebook, cwd), _relative(output, cwd),
              "-f", _relative(params_file, cwd), "--cwd", ".", "-k", "python3", "--no-progress-bar"],
-            stdout=handle, stderr=subprocess.STDOUT, env=env, check=False, cwd=str(cwd),
+            stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=str(cwd),
         )
     params_file.unlink(missing_ok=True)
-    if done.returncode:
+    if returncode:
         lines = [line for line in log.read_text().splitlines() if line.strip()]
         reason = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "no output")
         raise NotebookFailed(reason.strip())
@@ -159,11 +317,21 @@ def _label(number: int, total: int, cfg: RunConfig) -> str:
 
 
 def run_study(profile: Profile, results_root: Path, cwd: Path = PROJECT_ROOT, analysis_only: bool = False,
-              jobs: int = 1, echo=print) -> list[str]:
+              jobs: int = 1, echo=print, children: _Children | None = None) -> list[str]:
     """Run every missing run of ``profile`` (``jobs`` at a time) then the analysis notebooks.
 
-    Returns the failures; a failed run does not stop the others.
+    Returns the failures; a failed run does not stop the others. Holds the study folder's lock throughout
+    (:class:`~nhllib.locks.LockedError` when another driver has it). ``children`` tracks the notebook processes
+    so that a signal handler can end them (:func:`main` installs one).
     """
+    results_root = Path(os.path.abspath(results_root))  # resolved once; the notebooks get it absolute
+    children = children or _Children()
+    with FolderLock(results_root / profile.study, "study driver"):
+        return _run_locked(profile, results_root, cwd, analysis_only, jobs, echo, children)
+
+
+def _run_locked(profile: Profile, results_root: Path, cwd: Path, analysis_only: bool, jobs: int, echo,
+                children: _Children) -> list[str]:
     failures: list[str] = []
     total = len(profile.configs)
     start_all = time.perf_counter()
@@ -182,58 +350,127 @@ def run_study(profile: Profile, results_root: Path, cwd: Path = PROJECT_ROOT, an
         _, cfg, store = item
         start = time.perf_counter()
         try:
-            _execute(TRAIN_NOTEBOOK, store.path / TRAIN_NOTEBOOK, _train_parameters(cfg, results_root), cwd, threads)
+            _execute(TRAIN_NOTEBOOK, store.path / TRAIN_NOTEBOOK, _train_parameters(cfg, results_root), cwd, threads,
+                     children)
             return item, None, time.perf_counter() - start
+        except Interrupted as err:
+            return item, err, time.perf_counter() - start
         except Exception as err:  # noqa: BLE001 - one failed run must not stop the study
             return item, err, time.perf_counter() - start
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for (number, cfg, store), err, seconds in pool.map(train, pending):
             label = _label(number, total, cfg)
+            if children.stopping.is_set():
+                continue
             if err is None:
                 echo(f"{label} ... {seconds:.0f} s")
             else:
                 failures.append(f"{label}: {err}")
                 echo(f"{label} ... FAILED after {seconds:.0f} s (see {store.path / TRAIN_NOTEBOOK} and its .log)")
+    if children.stopping.is_set():
+        raise Interrupted(signal.SIGTERM)
+    failures += _run_analysis(profile, results_root, cwd, echo, children)
+    echo(f"study {profile.study!r}: {total} runs, {len(failures)} failure(s), {time.perf_counter() - start_all:.0f} s")
+    return failures
+
+
+def _run_analysis(profile: Profile, results_root: Path, cwd: Path, echo, children: _Children) -> list[str]:
+    """The analysis notebooks; figures and tables are staged and published as a set only when all succeed."""
+    from nhllib.plots import default_output_dir
+
+    failures = []
     analysis_dir = results_root / profile.study
+    marker = analysis_dir / ANALYSIS_MARKER
+    marker.unlink(missing_ok=True)
+    staging = analysis_dir / ".analysis-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    targets = {kind: default_output_dir(results_root, profile.study, kind) for kind in ("figures", "tables")}
     for notebook in ANALYSIS_NOTEBOOKS:
         start = time.perf_counter()
         params = {"study": profile.study, "results_root": str(results_root), **profile.analysis.get(notebook, {})}
+        if notebook in STAGED_NOTEBOOKS:
+            params.update({f"{kind}_dir": str(staging / kind) for kind in targets if f"{kind}_dir" not in params})
         try:
-            _execute(notebook, analysis_dir / notebook, params, cwd, None)
+            _execute(notebook, analysis_dir / notebook, params, cwd, None, children)
         except Exception as err:  # noqa: BLE001
             failures.append(f"{notebook}: {err}")
             echo(f"[analysis] {notebook} ... FAILED (see {analysis_dir / notebook} and its .log)")
             continue
         echo(f"[analysis] {notebook} ... {time.perf_counter() - start:.0f} s")
-    echo(f"study {profile.study!r}: {total} runs, {len(failures)} failure(s), {time.perf_counter() - start_all:.0f} s")
+    if failures:
+        echo(f"[analysis] figures and tables not published (the previous set is kept; this attempt's are in {staging})")
+        return failures
+    published = []
+    for kind, target in targets.items():
+        for path in sorted((staging / kind).glob("*")) if (staging / kind).is_dir() else []:
+            target.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target / path.name)
+            published.append(str((target / path.name).relative_to(results_root)))
+    shutil.rmtree(staging, ignore_errors=True)
+    atomic_write_text(marker, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                          "published": published}, indent=2) + "\n")
     return failures
+
+
+def _env_jobs() -> int:
+    """``$NHL_JOBS`` (default 2), checked: a typo there must read as an error, not a traceback."""
+    text = os.environ.get("NHL_JOBS", "2").strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"NHL_JOBS must be a positive integer (runs at a time), got {text!r}")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nhllib.study", description=__doc__.splitlines()[0])
-    parser.add_argument("profile", nargs="?", default="default", help="a profile name: " + ", ".join(available_profiles()))
-    parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("profile", nargs="?", default="default",
+                        help="a profile name (" + ", ".join(available_profiles()) + ") or the path of a .yaml file")
+    parser.add_argument("--results", default="results",
+                        help="results root, relative to the current directory (default: results)")
     parser.add_argument("--analysis-only", action="store_true", help="skip training; rerun the analysis notebooks")
-    parser.add_argument("--jobs", type=int, default=int(os.environ.get("NHL_JOBS", "2")),
+    parser.add_argument("--jobs", type=int, default=None,
                         help="runs at a time, sharing the CPU cores (default 2, or $NHL_JOBS)")
     parser.add_argument("--list", action="store_true", help="list the runs of the profile and their state, then exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         profile = load_profile(args.profile)
+        jobs = args.jobs if args.jobs is not None else _env_jobs()
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    results_root = Path(args.results)
+    results_root = Path(os.path.abspath(os.path.expanduser(args.results)))
     if args.list:
         for cfg in profile.configs:
             print(f"{RunStore(results_root, cfg.study, cfg.run_id).state:10s} {cfg.run_id}")
         return 0
-    if args.jobs < 1:
-        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+    if jobs < 1:
+        print(f"error: --jobs must be at least 1, got {jobs}", file=sys.stderr)
         return 2
-    failures = run_study(profile, results_root, analysis_only=args.analysis_only, jobs=args.jobs)
+    children = _Children()
+
+    def stop(signum, _frame):
+        if not children.stopping.is_set():
+            print(f"stopping ({signal.Signals(signum).name}): ending the notebooks ...", file=sys.stderr, flush=True)
+            children.stop()
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        failures = run_study(profile, results_root, analysis_only=args.analysis_only, jobs=jobs, children=children)
+    except Interrupted as err:
+        children.stop()
+        print(f"{err}; the study is resumable: rerun the same command (complete runs are kept)", file=sys.stderr)
+        return 128 + err.signum
+    except LockedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except OSError as err:  # a results folder that cannot be written: one error, before any run starts
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if failures:
         print("failed:", *failures, sep="\n  ", file=sys.stderr)
         return 1
