@@ -889,3 +889,41 @@ def plot_retrieval_tradeoff(frame: pd.DataFrame, threshold: float = 0.99) -> Fig
         handles.append((line, f"{threshold:.0%} of the exhaustive mAP"))
         return _finish(fig, axes, 2, f"Nested-code retrieval: mAP@{k} against cost ({n:,} database items)",
                        caption, handles, "strategy")
+
+
+# ---------------------------------------------------------------- one run's learning curve (01_train)
+
+
+def plot_learning_curve(history: pd.DataFrame, title: str = "") -> Figure | None:
+    """One run's ``history.csv``: the training objective per code length (left) and the validation and query
+    mAP at each evaluation (right), against the epoch. ``None`` when the history holds neither (an untrained
+    reference run)."""
+    require_columns(history, ("epoch", "code_length", "split", "metric", "value"), "history")
+    objective = history[(history["metric"] == "objective") & history["code_length"].notna()]
+    scores = history[(history["metric"] == "map") & history["code_length"].notna()]
+    if objective.empty and scores.empty:
+        _skip("learning_curve", "the history has no training objective and no evaluation")
+        return None
+    lengths = sorted({int(n) for n in pd.concat([objective, scores])["code_length"]})
+    colors = _length_colors(lengths)
+    with _style():
+        fig, axes, caption = _grid(2, 2, "Left: mean training objective per epoch and code length (scales differ "
+                                   "between methods). Right: mAP at each evaluation; early stopping selects on "
+                                   "validation (dashed); the query mAP (solid) is reported.",
+                                   panel=(4.4, 3.2))
+        left, right = axes.flat[0], axes.flat[1]
+        for length in lengths:
+            sub = objective[objective["code_length"] == length].sort_values("epoch")
+            left.plot(sub["epoch"], sub["value"], marker="o", ms=3, color=colors[length])
+            for split, style in (("val", "--"), ("query", "-")):
+                sub = scores[(scores["code_length"] == length) & (scores["split"] == split)].sort_values("epoch")
+                right.plot(sub["epoch"], sub["value"], ls=style, marker="o", ms=3, color=colors[length])
+        left.set(xlabel="epoch", ylabel="training objective (per batch, mean)", title="training objective")
+        right.set(xlabel="epoch", ylabel="mAP (0–1)", title="validation (dashed) and query (solid) mAP")
+        for ax in (left, right):
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        handles = [(Line2D([], [], color=colors[n], marker="o", ms=3), f"{n} bits") for n in lengths]
+        return _finish(fig, axes, 2, title or "Learning curve", caption, handles, "code length")
+
+
+__all__.append("plot_learning_curve")  # kept beside the function: the list above is edited by other work

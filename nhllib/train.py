@@ -138,7 +138,7 @@ def train_epoch(
     steps = 0
     iterator = loader
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # the plain text bar: works in a terminal and a notebook alike, no ipywidgets needed
 
         iterator = tqdm(loader, desc=f"epoch {epoch}", leave=False, unit="batch")
     for step, batch in enumerate(iterator):
