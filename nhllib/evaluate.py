@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from nhllib import metrics
 from nhllib.compat import int8_matmul
+from nhllib.retrieval.packing import check_real_codes
 from nhllib.vocab import TIE_MODES  # the valid values of every ``ties`` argument
 
 __all__ = [
@@ -102,15 +103,9 @@ def _binarise(codes: object, name: str, device: torch.device) -> Tensor:
     _check_2d(x, name, "codes (items, bits)")
     if x.shape[1] == 0:
         raise ValueError(f"{name} must have at least one bit, got shape {tuple(x.shape)}")
-    if x.dtype == torch.bool:
-        raise ValueError(f"{name} is boolean; pass ±1 codes (e.g. 2 * bits - 1), not {{0, 1}} bits")
+    check_real_codes(x, name)  # the check shared with retrieval: ±1 / real codes only, with how to convert
     x = x.to(device)
-    if x.is_floating_point() and bool(torch.isnan(x).any()):
-        raise ValueError(f"{name} contains NaN; codes must be real numbers (binarised by x >= 0)")
     positive = x >= 0
-    if bool(positive.all()) and bool(((x == 0) | (x == 1)).all()) and bool((x == 0).any()):
-        raise ValueError(f"{name} holds only 0 and 1; pass ±1 codes (e.g. 2 * bits - 1): with the x >= 0 -> +1 "
-                         f"rule every bit would be +1")
     return positive.to(torch.int8).mul_(2).sub_(1)
 
 

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "CodeFormatError",
+    "check_real_codes",
     "as_packed",
     "pack_codes",
     "popcount",
@@ -47,21 +49,52 @@ def _to_numpy(codes: Any, name: str) -> np.ndarray:
     raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(codes).__name__}")
 
 
-def _check_real_codes(arr: np.ndarray, name: str) -> None:
-    """Reject dtypes whose sign carries no ±1 information, and NaN."""
+class CodeFormatError(TypeError, ValueError):
+    """Codes in a format the function does not take; the message says what was received and how to convert.
+
+    Both a ``TypeError`` (a wrong dtype) and a ``ValueError`` (wrong values), so callers catching either work.
+    """
+
+
+def _values(arr: np.ndarray, most: int = 6) -> str:
+    values = np.unique(arr[: min(len(arr), 4096)]) if arr.ndim else np.unique(arr)
+    shown = ", ".join(f"{v:g}" if arr.dtype.kind == "f" else str(v) for v in values[:most])
+    return "{" + shown + (", ..." if len(values) > most else "") + "}"
+
+
+def check_real_codes(codes: Any, name: str) -> np.ndarray:
+    """The one check of real-valued code inputs (evaluation and retrieval): returns ``codes`` as a numpy array.
+
+    Accepted: ±1 codes or real-valued network outputs (float or signed int; ``>= 0`` is bit 1). Rejected with
+    :class:`CodeFormatError` saying what was received and how to convert it: booleans and {0, 1} bit matrices
+    (``2 * bits - 1``), other non-negative integer matrices such as {0, 2} (every bit would be 1), unsigned
+    dtypes (packed bytes go through :func:`unpack_codes` or an index's packed input; ±1 cast to ``uint8`` has
+    turned -1 into 255: cast to ``int8``), NaN.
+    """
+    arr = _to_numpy(codes, name)
     kind = arr.dtype.kind
     if kind == "b":
-        raise TypeError(f"{name} must hold real ±1 values (float or signed int), got bool")
+        raise CodeFormatError(f"{name} is boolean; pass ±1 codes, e.g. 2 * bits.astype(np.int8) - 1 "
+                              "(True becomes +1, False -1)")
     if kind == "u":
-        # all unsigned values are >= 0, so every bit would be 1: almost certainly already-packed bytes
-        raise TypeError(
-            f"{name} must hold real ±1 values (float or signed int), got {arr.dtype}; "
-            "uint8 arrays are treated as packed codes only where a function says so"
+        raise CodeFormatError(
+            f"{name} has the unsigned dtype {arr.dtype} (values {_values(arr)}); real ±1 codes were expected. "
+            "Packed codes (np.packbits rows, as in codes.npz) must be unpacked first with "
+            "nhllib.retrieval.packing.unpack_codes(packed, code_length); ±1 codes cast to an unsigned type have "
+            "turned -1 into 255: build them as int8 (or cast the original with .astype(np.int8))"
         )
     if kind not in "if":
-        raise TypeError(f"{name} must hold real ±1 values (float or signed int), got {arr.dtype}")
+        raise CodeFormatError(f"{name} must hold real ±1 values (float or signed int), got {arr.dtype}")
     if kind == "f" and np.isnan(arr).any():
-        raise ValueError(f"{name} contains NaN; a NaN has no sign and cannot become a bit")
+        raise CodeFormatError(f"{name} contains NaN; a NaN has no sign and cannot become a bit")
+    if arr.size and arr.min() >= 0 and (arr == 0).any() and (kind == "i" or (arr == np.round(arr)).all()):
+        values = _values(arr)
+        what = "0 and 1" if values == "{0, 1}" else f"the non-negative integers {values}"
+        raise CodeFormatError(
+            f"{name} holds only {what}: with the sign rule (x >= 0 is bit 1) every bit would be 1. "
+            "Pass ±1 codes: 2 * bits - 1 for {0, 1} bits, np.where(codes > 0, 1, -1) in general"
+        )
+    return arr
 
 
 def pack_codes(codes: Any) -> np.ndarray:
@@ -74,7 +107,7 @@ def pack_codes(codes: Any) -> np.ndarray:
     arr = _to_numpy(codes, "codes")
     if arr.ndim == 0:
         raise ValueError("codes must have at least one dimension (the code bits), got a scalar")
-    _check_real_codes(arr, "codes")
+    check_real_codes(arr, "codes")
     width = arr.shape[-1]
     if width == 0 or width % 8:
         raise ValueError(f"codes width (last dimension) must be a positive multiple of 8, got {width}")
@@ -134,9 +167,11 @@ def as_packed(codes: Any, code_length: int, name: str = "codes") -> np.ndarray:
             raise ValueError(
                 f"{name} are packed uint8 with {arr.shape[1]} bytes per row; expected "
                 f"{code_length // 8} bytes ({code_length} bits), or real ±1 codes of width {code_length}"
+                + (" (uint8 rows of the code's width look like ±1 codes cast to uint8, -1 turned into 255: "
+                   "pass them as int8)" if arr.shape[1] == code_length else "")
             )
         return np.ascontiguousarray(arr)
-    _check_real_codes(arr, name)
+    check_real_codes(arr, name)
     if arr.shape[1] != code_length:
         raise ValueError(
             f"{name} have width {arr.shape[1]}; expected {code_length} (±1 codes) "
