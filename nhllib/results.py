@@ -234,11 +234,18 @@ def read_codes(run_dir: str | os.PathLike) -> RunCodes:
             f"no codes file at {path}: the run folder must hold codes.npz (written by a complete training run "
             "with save_codes) or the path must name an .npz with query_codes, db_codes, query_labels, db_labels"
         )
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"query_codes", "db_codes", "query_labels", "db_labels"} - set(data.files)
-        if missing:
-            raise KeyError(f"{path} lacks the arrays {sorted(missing)}")
-        arrays = {name: data[name] for name in data.files}
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"query_codes", "db_codes", "query_labels", "db_labels"} - set(data.files)
+            if missing:
+                raise KeyError(f"{path} lacks the arrays {sorted(missing)}")
+            arrays = {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: truncated or corrupt codes file ({type(err).__name__}: {err}); "
+                         "rerun the run to rewrite it") from None
     db = arrays["db_codes"]
     if db.ndim != 2:
         raise ValueError(f"{path}: db_codes must be 2-D, got shape {db.shape}")

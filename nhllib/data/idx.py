@@ -24,12 +24,19 @@ def read_idx(path: str | Path) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the magic number, type code or size does not match the IDX specification.
+        If the magic number, type code or size does not match the IDX specification, or a ``.gz`` file is
+        truncated or corrupt; the message names the file.
     """
+    import zlib
+
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise ValueError(f"{path}: truncated or corrupt gzip file ({type(err).__name__}: {err}); "
+                         "replace it with a fresh copy") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path}: not an IDX file (the magic number must start with two zero bytes)")
     type_code, ndim = raw[2], raw[3]

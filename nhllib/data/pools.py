@@ -87,12 +87,20 @@ def _fashion_files(folder: Path) -> dict[str, Path] | None:
 
 def _read_fashion(files: dict[str, Path]) -> ImagePool:
     images = np.concatenate([read_idx(files["train_images"]), read_idx(files["test_images"])])
-    labels = np.concatenate([read_idx(files["train_labels"]), read_idx(files["test_labels"])]).astype(np.int64)
+    label_parts = [read_idx(files["train_labels"]), read_idx(files["test_labels"])]
+    labels = np.concatenate(label_parts).astype(np.int64)
     if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels):
         raise ValueError(
             f"{files['train_images'].parent}: IDX files hold images {images.shape} {images.dtype} and "
             f"{len(labels)} labels; expected uint8 (N, 28, 28) images with one label each"
         )
+    classes = len(FASHION_MNIST_CLASSES)
+    for key, part in zip(("train_labels", "test_labels"), label_parts):
+        # checked here, per file: a bad label would otherwise surface later as a split error naming no file
+        bad = np.flatnonzero(part.astype(np.int64) >= classes)
+        if bad.size:
+            raise ValueError(f"{files[key]}: label record {int(bad[0])} is {int(part[bad[0]])}; Fashion-MNIST "
+                             f"labels are 0..{classes - 1} ({bad.size} bad record(s)); replace the file")
     return ImagePool(
         images=torch.from_numpy(images).unsqueeze(1),
         labels=labels,

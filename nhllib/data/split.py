@@ -149,13 +149,24 @@ def load_index_arrays(path: str | Path, names: tuple[str, ...], expected_meta: d
     ValueError
         If the file lacks an array or its metadata differs from ``expected_meta`` (delete the file to redraw).
     """
+    import zipfile
+    import zlib
+
     path = Path(path)
-    with np.load(path, allow_pickle=False) as saved:
-        missing = [n for n in (*names, "meta_json") if n not in saved.files]
-        if missing:
-            raise ValueError(f"{path}: saved split lacks {missing}; delete the file to redraw the split")
-        meta = json.loads(str(saved["meta_json"]))
-        arrays = {n: saved[n].astype(np.int64) for n in names}
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            missing = [n for n in (*names, "meta_json") if n not in saved.files]
+            if missing:
+                raise ValueError(f"{path}: saved split lacks {missing}; delete the file to redraw the split")
+            meta = json.loads(str(saved["meta_json"]))
+            arrays = {n: saved[n].astype(np.int64) for n in names}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as err:
+        raise ValueError(f"{path}: truncated or corrupt split file ({type(err).__name__}: {err}); "
+                         "delete it to redraw the split") from None
+    except ValueError as err:
+        if str(err).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: corrupt split file ({err}); delete it to redraw the split") from None
     expected = json.loads(json.dumps(expected_meta, sort_keys=True))  # same normalisation as saving
     diff = sorted(k for k in set(expected) | set(meta) if expected.get(k) != meta.get(k))
     if diff:

@@ -224,19 +224,31 @@ class NestedIndex:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no NestedIndex file at {path}")
+        import zipfile
+        import zlib
+
         try:
             data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
             raise ValueError(f"{path} is not a NestedIndex .npz file: {err}") from err
         with data:
             missing = {"format_version", "code_lengths", "packed"} - set(data.files)
             if missing:
                 raise KeyError(f"{path} is not a NestedIndex file; missing arrays {sorted(missing)}")
-            version = int(data["format_version"])
+            try:  # the arrays are read lazily: a truncated or bit-flipped member fails here
+                version = int(data["format_version"])
+                lengths = [int(x) for x in data["code_lengths"]]
+                packed = data["packed"]
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as err:
+                raise ValueError(f"{path}: truncated or corrupt NestedIndex file ({type(err).__name__}: {err}); "
+                                 "rebuild the index and save it again") from None
             if version != _FORMAT_VERSION:
                 raise ValueError(f"{path} has format_version {version}, expected {_FORMAT_VERSION}")
-            index = cls([int(x) for x in data["code_lengths"]], n_threads=n_threads)
-            index.add(data["packed"])
+            try:
+                index = cls(lengths, n_threads=n_threads)
+                index.add(packed)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{path}: the stored index is inconsistent ({err})") from None
         return index
 
     # ---------------------------------------------------------------- helpers
