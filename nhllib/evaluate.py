@@ -202,7 +202,9 @@ def _single(query_codes: object, query_labels: object, db_codes: object, db_labe
     d = _as_tensor(db_codes, "db_codes")
     _check_2d(q, "query_codes", "codes (items, bits)")
     _check_2d(d, "db_codes", "codes (items, bits)")
-    if q.shape[1] != d.shape[1]:
+    if q.shape[1] != d.shape[1]:  # packed codes beside unpacked ones: say so, rather than "widths differ"
+        check_real_codes(q, "query_codes")
+        check_real_codes(d, "db_codes")
         raise ValueError(f"query_codes has {q.shape[1]} bits but db_codes has {d.shape[1]}; query and database "
                          f"codes must have the same width")
     width = q.shape[1]
