@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nhllib.checks import check_integer
 from nhllib import metrics
 from nhllib.compat import int8_matmul
 from nhllib.retrieval.packing import check_real_codes
@@ -314,8 +315,7 @@ def _block_rows(problem: _Problem, groups: list[_Group], block_size: int | None)
     if block_size is None:
         rows = max(1, _BLOCK_ELEMENTS // max(problem.num_db, 1))
     else:
-        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
+        check_integer("block_size", block_size, minimum=1, what="a positive int or None")
         rows = block_size
     # int32 keys: row * stride + constant + labels must stay below 2**31
     cap = min(((1 << 31) - 1 - g.constant - problem.query_labels.shape[1]) // g.stride for g in groups)
@@ -551,8 +551,7 @@ def precision_within_radius(query_codes: ArrayLike, query_labels: ArrayLike, db_
     A query that retrieves nothing within the radius counts as precision 0 (the common convention, so
     long codes are not rewarded for retrieving nothing); a radius >= L retrieves the whole database.
     """
-    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
-        raise ValueError(f"radius must be a non-negative int, got {radius!r}")
+    check_integer("radius", radius, minimum=0)
     curve = precision_recall_curve(query_codes, query_labels, db_codes, db_labels, block_size=block_size,
                                    device=device)
     return float(curve["precision"][min(int(radius), len(curve["radius"]) - 1)])

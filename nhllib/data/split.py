@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nhllib.checks import check_integer
+
 logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("query", "train", "validation", "database")
@@ -69,8 +71,7 @@ class Split:
 
 
 def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_integer("seed", seed, minimum=0)
 
 
 def _check_labels(labels: np.ndarray) -> np.ndarray:

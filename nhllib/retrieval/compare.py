@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nhllib.checks import check_integer
 from .metrics import ranking_metrics
 from .nested import NestedIndex
 from .packing import as_packed
@@ -243,15 +244,12 @@ def _plan(query_codes, db_codes, query_labels, db_labels, code_lengths, k, confi
     if len(query_labels) != n_q or len(db_labels) != n:
         raise ValueError(f"labels ({len(query_labels)} query, {len(db_labels)} db) must match the codes "
                          f"({n_q} query, {n} db)")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1:
-        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
+    check_integer("k", k, minimum=1, what="an int >= 1")
+    check_integer("rounds", rounds, minimum=1, what="an int >= 1")
     if k > n:
         logger.warning("k=%d exceeds the database size %d; using k=%d", k, n, n)
         k = n
-    if isinstance(precision_k, bool) or not isinstance(precision_k, (int, np.integer)) or precision_k < 1:
-        raise ValueError(f"precision_k must be an int >= 1, got {precision_k!r}")
+    check_integer("precision_k", precision_k, minimum=1, what="an int >= 1")
     if precision_k > k:
         logger.info("precision_k=%d exceeds k=%d; reporting precision_at_%d", precision_k, k, k)
         precision_k = k

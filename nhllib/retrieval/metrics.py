@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from nhllib.checks import check_integer
 from .packing import _to_numpy
 
 __all__ = ["ranking_metrics"]
@@ -59,8 +60,7 @@ def ranking_metrics(ids: Any, query_labels: Any, db_labels: Any, k: int) -> dict
     ids = _to_numpy(ids, "ids")
     if ids.ndim != 2 or ids.dtype.kind not in "iu":
         raise ValueError(f"ids must be a 2-D integer array (Q, k), got shape {ids.shape} dtype {ids.dtype}")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    check_integer("k", k, minimum=1, what="an int >= 1")
     if ids.shape[1] < k:
         raise ValueError(f"ids has {ids.shape[1]} columns, fewer than k={k}")
     q_lab = _labels(query_labels, "query_labels")

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from nhllib.checks import check_integer
 from .buckets import PrefixTable, rank_in_row
 from .hamming import HammingIndex, _check_k, require_faiss, sort_rows_by_distance_id
 from .packing import _check_bits, as_packed, popcount, to_words
@@ -134,8 +135,7 @@ class NestedIndex:
     def __init__(self, code_lengths: Sequence[int], *, n_threads: int | None = None) -> None:
         if n_threads is None:
             n_threads = os.cpu_count() or 1
-        if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
-            raise ValueError(f"n_threads must be a positive int or None, got {n_threads!r}")
+        check_integer("n_threads", n_threads, minimum=1, what="a positive int or None")
         self.n_threads = n_threads
         lengths = tuple(code_lengths)
         if not lengths:
@@ -389,8 +389,7 @@ class NestedIndex:
         prefix_bits = self._check_length(prefix_bits, "prefix_bits")
         if prefix_bits > 64:
             raise ValueError(f"prefix_bits must be at most 64 for a shortlist table, got {prefix_bits}")
-        if isinstance(shortlist, bool) or not isinstance(shortlist, (int, np.integer)) or shortlist < 1:
-            raise ValueError(f"shortlist must be an int >= 1, got {shortlist!r}")
+        check_integer("shortlist", shortlist, minimum=1, what="an int >= 1")
         if len(self) == 0:
             raise ValueError("the index is empty; add codes before building a shortlist table")
         s = min(int(shortlist), len(self))
