@@ -323,8 +323,17 @@ def _alive(pid: int) -> bool:
 
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+    except psutil.Error:
         return False
+
+
+def _cmdline(process) -> str:
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # gone, or a zombie, between listing and asking
+        return ""
 
 
 # ---------------------------------------------------------------- 4. code inputs of evaluation and retrieval
@@ -547,7 +556,7 @@ def test_sigterm_to_run_all_leaves_no_process_and_a_rerun_completes(tmp_path):
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:  # wait until the kernel of the training notebook is running
             family = psutil.Process(wrapper.pid).children(recursive=True)
-            if any("ipykernel" in " ".join(p.cmdline()) for p in family if p.is_running()):
+            if any("ipykernel" in _cmdline(p) for p in family):
                 break
             time.sleep(0.5)
         else:
@@ -559,8 +568,8 @@ def test_sigterm_to_run_all_leaves_no_process_and_a_rerun_completes(tmp_path):
         assert wrapper.returncode == 143, output
         assert "resumable" in output or "resume" in output
         time.sleep(1)
-        left = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        assert not left, [p.cmdline() for p in left]
+        left = [p for p in family if _alive(p.pid)]
+        assert not left, [_cmdline(p) for p in left]
     finally:
         if wrapper.poll() is None:
             os.killpg(wrapper.pid, signal.SIGKILL)
