@@ -34,5 +34,12 @@ class HashingModel(nn.Module):
         """The nested layer's shared weight, or None for separate heads."""
         return getattr(self.head, "shared_weight", None)
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.head(self.backbone(images))
+    def forward(self, images: torch.Tensor, return_features: bool = False):
+        """The K codes; with ``return_features``, ``(codes, features)`` (the weighting needs the features).
+
+        Training goes through ``forward`` (not ``backbone`` and ``head`` separately) so that a
+        ``DistributedDataParallel`` wrapper sees every step.
+        """
+        features = self.backbone(images)
+        codes = self.head(features)
+        return (codes, features) if return_features else codes

@@ -25,6 +25,7 @@ from torch import nn
 
 from nhllib.conflicts import ConflictLog
 from nhllib.distill import cascade_distillation
+from nhllib.distributed import DataParallel, broadcast_object
 from nhllib.evaluate import encode, evaluate_nested
 from nhllib.losses import per_length_losses
 from nhllib.model import HashingModel
@@ -70,14 +71,21 @@ class FitResult:
     stopped_early: bool = False
 
 
-def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill_weight: float):
-    """Per-length objectives O_k, plus the codes and the features they came from (for the weighting)."""
+def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill_weight: float,
+                parallel: DataParallel | None = None):
+    """Per-length objectives O_k, plus this rank's codes and the features they came from (for the weighting).
+
+    With ``parallel`` the losses and the distillation see the global batch (every rank's codes, labels and
+    indices); the codes and features returned stay this rank's, whose gradients the weighting takes.
+    """
     images, labels, index = batch
-    features = model.backbone(images)
-    codes = model.head(features)
-    per_length = per_length_losses(losses, codes, labels, index)
+    codes, features = model(images, return_features=True) if parallel is None else parallel.forward(images)
+    seen = codes if parallel is None else None
+    if parallel is not None:
+        seen, labels, index = parallel.gather(codes, labels, index)
+    per_length = per_length_losses(losses, seen, labels, index)
     if distill_weight > 0 and len(codes) > 1:
-        distill = cascade_distillation(codes)
+        distill = cascade_distillation(seen)
         # O_k = ℓ_k + λ D_k for k < K and O_K = ℓ_K: every length keeps its own loss (the release drops ℓ_K).
         per_length = per_length + distill_weight * torch.cat([distill, distill.new_zeros(1)])
     return per_length, codes, features
@@ -104,6 +112,7 @@ def train_epoch(
     device: torch.device,
     conflict_log: ConflictLog | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    parallel: DataParallel | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the mean per-length objectives and the step count."""
     model.train()
@@ -120,7 +129,7 @@ def train_epoch(
     for step, batch in enumerate(iterator):
         batch = tuple(t.to(device, non_blocking=True) for t in batch)
         with torch.autocast(device_type=device.type, enabled=scaler is not None):
-            objectives, codes, features = _objectives(model, losses, batch, settings.distill_weight)
+            objectives, codes, features = _objectives(model, losses, batch, settings.distill_weight, parallel)
         objectives = objectives.float()
         _check_finite(objectives, lengths, epoch, step)
         weights = weighting(objectives, model.shared_weight, codes=codes, features=features)
@@ -169,11 +178,15 @@ def fit(
     settings: TrainSettings,
     weighting: WeightingStrategy,
     device: torch.device,
+    parallel: DataParallel | None = None,
 ) -> FitResult:
     """Train ``model`` with one loss per code length; early-stop on validation mAP; see the module docstring.
 
     ``data`` provides ``train``, ``validation`` (may be None), ``query`` and ``database`` loaders yielding
     ``(images, multi-hot labels, index)``. Returns the history, timings, conflict log and the best state.
+    With ``parallel`` (data-parallel training, :mod:`nhllib.distributed`), ``data.train`` yields this rank's
+    share of each global batch, and rank 0 evaluates and shares the scores, so every rank selects and stops
+    at the same epoch.
     """
     if len(losses) != len(model.code_lengths):
         raise ValueError(f"need one loss per code length {model.code_lengths}, got {len(losses)} losses")
@@ -193,7 +206,7 @@ def fit(
         synchronize(device)
         start = time.perf_counter()
         epoch_log = train_epoch(model, losses, data.train, optimizer, weighting, settings, epoch, device,
-                                result.conflicts, scaler)
+                                result.conflicts, scaler, parallel)
         synchronize(device)
         epoch_time = time.perf_counter() - start
         result.train_time_s += epoch_time
@@ -211,7 +224,10 @@ def fit(
         if epoch % settings.eval_every and epoch != settings.epochs:
             continue
         start = time.perf_counter()
-        scores = evaluate_model(model, data, device, settings.topk, settings.ties)
+        main = parallel is None or parallel.ctx.is_main
+        scores = evaluate_model(model, data, device, settings.topk, settings.ties) if main else None
+        if parallel is not None:
+            scores = broadcast_object(scores)
         eval_time = time.perf_counter() - start
         result.eval_time_s += eval_time
         result.history.append(_row(epoch, None, "eval", "eval_time_s", eval_time))
