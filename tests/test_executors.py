@@ -1,0 +1,72 @@
+"""Executors of the study: local threads, and Slurm through submitit (its local executor stands in for Slurm)."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nhllib.executors import LocalExecutor, SlurmOptions, SubmititExecutor, make_executor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _square(x: int) -> None:
+    if x == 3:
+        raise ValueError("three is refused")
+
+
+def test_slurm_options_validate_and_map_to_submitit_parameters():
+    options = SlurmOptions.from_dict({"partition": "gpu", "gpus_per_run": 4, "time_min": 90, "mem_gb": 64,
+                                      "qos": "high", "extra": {"exclude": "node12"}})
+    params = options.submitit_parameters()
+    assert params["gpus_per_node"] == 4 and params["timeout_min"] == 90 and params["mem_gb"] == 64
+    assert params["slurm_partition"] == "gpu" and params["slurm_qos"] == "high"
+    assert params["slurm_additional_parameters"] == {"exclude": "node12"}
+    assert "slurm_account" not in params
+    assert options.submitit_parameters(gpus=0)["gpus_per_node"] == 0  # the analysis job
+    with pytest.raises(ValueError, match="unknown slurm option.*'gpus'"):
+        SlurmOptions.from_dict({"gpus": 2})
+    with pytest.raises(ValueError, match="time_min"):
+        SlurmOptions(time_min=0)
+    with pytest.raises(ValueError, match="gpus_per_run"):
+        SlurmOptions(gpus_per_run=-1)
+    with pytest.raises(ValueError, match="executor must be one of"):
+        make_executor("pbs")
+
+
+def test_local_executor_reports_every_item_in_order_with_its_error():
+    outcomes = list(LocalExecutor(2).map(_square, [1, 2, 3, 4]))
+    assert [item for item, _, _ in outcomes] == [1, 2, 3, 4]
+    errors = {item: err for item, err, _ in outcomes}
+    assert isinstance(errors[3], ValueError) and errors[1] is None and errors[4] is None
+
+
+def test_submitit_local_executor_runs_an_array_and_a_single_job(tmp_path):
+    executor = SubmititExecutor(tmp_path, SlurmOptions(gpus_per_run=0, cpus_per_run=1, array_parallelism=2),
+                                cluster="local")
+    # The jobs unpickle the function in a fresh process: a library function (a test module is not importable).
+    outcomes = list(executor.map(math.sqrt, [1.0, -1.0, 4.0]))
+    assert [item for item, _, _ in outcomes] == [1.0, -1.0, 4.0]
+    assert [err is None for _, err, _ in outcomes] == [True, False, True]
+    assert "math domain error" in str(outcomes[1][1])
+    _, err, seconds = executor.run(math.sqrt, 2.0)
+    assert err is None and seconds >= 0
+
+
+@pytest.mark.slow
+def test_smoke_study_through_submitit_completes_then_skips_everything(tmp_path):
+    """The Slurm code path (job array, then the analysis job) with submitit's local executor."""
+    command = [sys.executable, "-m", "nhllib.study", "smoke", "--results", str(tmp_path),
+               "--executor", "submitit-local", "--gpus-per-run", "0", "--cpus-per-run", "1",
+               "--array-parallelism", "3"]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "9 runs, 0 failure(s)" in first.stdout
+    runs = [p for p in (tmp_path / "smoke").iterdir() if p.is_dir() and p.name.startswith("csq_")]
+    assert len(runs) == 9 and all((run / "COMPLETE").is_file() for run in runs)
+    assert (tmp_path / "smoke" / "03_figures.ipynb").is_file()
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("done before, skipped") == 9
+    assert "submitting" not in again.stdout
