@@ -110,3 +110,48 @@ def test_global_batch_norm_is_batch_norm_in_one_process():
         assert torch.allclose(getattr(plain[1], name).float(), getattr(converted[1], name).float(), atol=1e-6), name
     plain.eval(), converted.eval()
     assert torch.allclose(plain(x), converted(x), atol=1e-5)
+
+
+# ---------------------------------------------------------------- the torchrun entry point, end to end
+
+
+def test_torchrun_run_writes_one_complete_folder_like_one_process(tmp_path):
+    """`torchrun --nproc_per_node 2 -m nhllib.experiment` on Fashion-MNIST: one complete folder, written by rank
+    0, whose objectives, conflict statistics and metrics equal the single-process run's."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    root = Path(__file__).resolve().parent.parent
+    params = dict(study="t", method="dsh", variant="nhl", code_lengths=[8, 16, 32], query_per_class=3,
+                  train_per_class=12, val_per_class=3, database_per_class=20, epochs=2, eval_every=1, patience=0,
+                  batch_size=16, eval_batch_size=128, device="cpu", data_dir=str(tmp_path / "data"))
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps(params))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    entry = ["-m", "nhllib.experiment", "--config", str(config)]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *entry, "--results", str(tmp_path / "two")], capture_output=True, text=True, env=env,
+                         timeout=300, cwd=root)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    one = subprocess.run([sys.executable, *entry, "--results", str(tmp_path / "one")], capture_output=True,
+                         text=True, env=env, timeout=300, cwd=root)
+    assert one.returncode == 0, one.stderr[-3000:]
+    (run_two,) = (tmp_path / "two" / "t").iterdir()
+    run_one = tmp_path / "one" / "t" / run_two.name
+    names = {p.name for p in run_two.iterdir()}
+    assert names == {p.name for p in run_one.iterdir()} and "COMPLETE" in names
+    assert not [n for n in names if n.startswith(".")], "temporary files left behind"
+    assert json.loads((run_two / "config.json").read_text())["world_size"] == 2
+    assert (two.stdout + two.stderr).count("complete:") == 1, "only rank 0 finishes the run folder"
+    for table in ("history.csv", "metrics.csv"):
+        a, b = pd.read_csv(run_two / table), pd.read_csv(run_one / table)
+        keep = ~a.metric.str.contains("time")
+        assert (a.value[keep] - b.value[keep]).abs().max() < 1e-5, table
+    a, b = pd.read_csv(run_two / "conflicts.csv"), pd.read_csv(run_one / "conflicts.csv")
+    assert ((a.mean_dot - b.mean_dot).abs() / b.mean_dot.abs().max()).max() < 1e-5
+    assert (a.conflict_rate == b.conflict_rate).all() and ((a.mean_alpha - b.mean_alpha).abs() < 1e-6).all()
