@@ -341,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     gpus = slurm.gpus_per_run if args.executor != "local" else (args.gpus_per_run or 1)
+    if args.executor == "local" and gpus > 1 and args.jobs > 1:
+        print(f"error: --gpus-per-run {gpus} with --executor local gives every run GPUs 0..{gpus - 1}: "
+              f"use --jobs 1", file=sys.stderr)
+        return 2
     failures = run_study(profile, results_root, analysis_only=args.analysis_only, jobs=args.jobs,
                          executor=executor, gpus_per_run=gpus)
     if failures:

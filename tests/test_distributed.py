@@ -68,6 +68,21 @@ def test_global_order_sampler_matches_in_memory_order():
         assert got == expected
 
 
+def test_dataloader_shards_follow_the_global_order():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from nhllib.distributed import shard_loader
+
+    dataset = TensorDataset(torch.arange(NUM_TRAIN))
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(4))
+    shards = [shard_loader(loader, r, 2) for r in range(2)]
+    reference = GlobalOrderBatchSampler(NUM_TRAIN, BATCH, seed=4)
+    for _ in range(2):
+        expected = list(reference)
+        got = [torch.cat([a[0], b[0]]).tolist() for a, b in zip(*shards)]
+        assert got == expected and sorted(sum(expected, [])) == list(range(NUM_TRAIN))
+
+
 def test_shards_that_would_leave_a_rank_empty_are_refused():
     check_shardable(27, 8, 2, drop_last=False)
     with pytest.raises(ValueError, match="batch_size"):

@@ -70,3 +70,26 @@ def test_smoke_study_through_submitit_completes_then_skips_everything(tmp_path):
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and again.stdout.count("done before, skipped") == 9
     assert "submitting" not in again.stdout
+
+
+def test_a_run_with_two_devices_goes_through_torchrun(tmp_path):
+    """A TrainTask with gpus=2 runs `torchrun -m nhllib.experiment` (here 2 CPU processes) and completes the run."""
+    from nhllib.config import RunConfig
+    from nhllib.results import RunStore
+    from nhllib.study import TrainTask, _train_parameters, train_one
+
+    cfg = RunConfig(study="t", method="csq", variant="nhl", code_lengths=(8, 16), query_per_class=2,
+                    train_per_class=8, val_per_class=2, database_per_class=10, epochs=1, eval_every=1, patience=0,
+                    batch_size=16, device="cpu", data_dir=str(tmp_path / "data"))
+    store = RunStore(tmp_path / "results", cfg.study, cfg.run_id)
+    train_one(TrainTask(_train_parameters(cfg, tmp_path / "results"), store.path / "01_train.ipynb", ROOT,
+                        threads=2, gpus=2))
+    assert store.state == "complete"
+    assert '"world_size": 2' in (store.path / "config.json").read_text()
+    assert (store.path / "torchrun.log").is_file() and not (tmp_path / "results" / "t" / ".launch" / f"{cfg.run_id}.json").exists()
+
+
+def test_local_executor_refuses_parallel_multi_gpu_runs():
+    done = subprocess.run([sys.executable, "-m", "nhllib.study", "smoke", "--gpus-per-run", "2", "--jobs", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "use --jobs 1" in done.stderr
