@@ -35,7 +35,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,9 @@ def _relative(path: Path, start: Path) -> str:
         return str(path)
 
 
+_NOTEBOOK_ONLY = ("results_root", "progress")  # training-notebook parameters that are not run parameters
+
+
 def _train_parameters(cfg: RunConfig, results_root: Path) -> dict[str, Any]:
     params = cfg.to_dict()
     params["results_root"] = str(results_root)
@@ -183,7 +186,7 @@ def train_one(task: TrainTask) -> None:
 
 def _torchrun(task: TrainTask) -> None:
     """``torchrun --standalone --nproc_per_node GPUS -m nhllib.experiment`` on this node; log beside the run."""
-    config = {k: v for k, v in task.params.items() if k in {f.name for f in fields(RunConfig)}}
+    config = {k: v for k, v in task.params.items() if k not in _NOTEBOOK_ONLY}
     launch = task.output.parent.parent / ".launch" / f"{task.output.parent.name}.json"
     launch.parent.mkdir(parents=True, exist_ok=True)
     launch.write_text(json.dumps(config, indent=2))
