@@ -78,9 +78,9 @@ def test_a_run_with_two_devices_goes_through_torchrun(tmp_path):
     from nhllib.results import RunStore
     from nhllib.study import TrainTask, _train_parameters, train_one
 
-    cfg = RunConfig(study="t", method="csq", variant="nhl", code_lengths=(8, 16), query_per_class=2,
-                    train_per_class=8, val_per_class=2, database_per_class=10, epochs=1, eval_every=1, patience=0,
-                    batch_size=16, device="cpu", data_dir=str(tmp_path / "data"))
+    cfg = RunConfig.from_dict(dict(study="t", method="csq", variant="nhl", code_lengths=(8, 16), query_per_class=2,
+                                   train_per_class=8, val_per_class=2, database_per_class=10, epochs=1, eval_every=1,
+                                   patience=0, batch_size=16, device="cpu", data_dir=str(tmp_path / "data")))
     store = RunStore(tmp_path / "results", cfg.study, cfg.run_id)
     train_one(TrainTask(_train_parameters(cfg, tmp_path / "results"), store.path / "01_train.ipynb", ROOT,
                         threads=2, gpus=2))
