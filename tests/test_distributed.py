@@ -18,8 +18,10 @@ from nhllib.distributed import GlobalOrderBatchSampler, check_shardable
 from nhllib.parallel_check import BATCH, NUM_TRAIN, compare_with_single_process
 
 METHODS = ("csq", "dsh", "dtsh")
-# Observed differences are ~2e-7 (float32 sums in another order); 1e-5 leaves room for other CPUs.
-ATOL = 1e-5
+# Observed (this CPU, torch 2.14): parameters and BN statistics ≤ 3.2e-7, applied weights ≤ 2.2e-6, the rule's
+# inner products ≤ 4.8e-6 and banks ≤ 2.9e-6 (both relative): float32 sums in another order, amplified where
+# λ = 20 makes the objectives large. A wrong gradient scale, a rank-local rule or local batch norm gives > 1e-2.
+ATOL = 5e-5
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,7 @@ def report():
 def test_two_ranks_train_like_one_process(report, method):
     for rank, diffs in enumerate(report[method]):
         assert diffs["trained"] > 1e-3, "training did not move the model: the comparison would be empty"
+        assert diffs["damped_steps"] > 0, "the conflict rule never scaled a weight: the weights would be all ones"
         assert diffs["state"] < ATOL, f"rank {rank}: parameters or batch-norm statistics differ: {diffs}"
         assert diffs["weights"] < ATOL, f"rank {rank}: applied conflict weights differ: {diffs}"
         # the rule's inputs, ⟨g_s, g_l⟩ of the rank-averaged per-length gradients
