@@ -1,6 +1,7 @@
 """Executors of the study: local threads, and Slurm through submitit (its local executor stands in for Slurm)."""
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,24 @@ def test_local_executor_refuses_parallel_multi_gpu_runs():
     done = subprocess.run([sys.executable, "-m", "nhllib.study", "smoke", "--gpus-per-run", "2", "--jobs", "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "use --jobs 1" in done.stderr
+
+
+def test_the_slurm_array_script_carries_the_options(tmp_path, monkeypatch):
+    """What sbatch would receive, captured by stand-ins for srun and sbatch (no Slurm here)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {bin_dir}/script\necho "Submitted batch job 4242"\n')
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    options = SlurmOptions(partition="gpu", gpus_per_run=4, cpus_per_run=16, mem_gb=64, time_min=600,
+                           array_parallelism=2, account="lab", constraint="h100", extra={"exclude": "node12"})
+    executor = SubmititExecutor(tmp_path / "logs", options, cluster="slurm", name="nhl-paper")
+    jobs = executor._executor(None, "nhl-paper-runs").map_array(math.sqrt, [1.0, 2.0, 3.0])
+    assert [job.job_id for job in jobs] == ["4242_0", "4242_1", "4242_2"]
+    script = (bin_dir / "script").read_text()
+    for line in ("--array=0-2%2", "--partition=gpu", "--gpus-per-node=4", "--cpus-per-task=16", "--mem=64GB",
+                 "--time=600", "--account=lab", "--constraint=h100", "--exclude=node12", "--ntasks-per-node=1",
+                 "--job-name=nhl-paper-runs"):
+        assert f"#SBATCH {line}\n" in script, line
