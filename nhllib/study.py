@@ -111,6 +111,10 @@ class NotebookFailed(RuntimeError):
     """papermill exited non-zero; the message holds the last line of its log."""
 
 
+class TorchrunFailed(RuntimeError):
+    """A data-parallel run (torchrun) exited non-zero; the message names its log."""
+
+
 def _execute(notebook: str, output: Path, parameters: dict[str, Any], cwd: Path, threads: int | None) -> None:
     """Run one notebook through the papermill CLI in a subprocess.
 
@@ -204,7 +208,7 @@ def _torchrun(task: TrainTask) -> None:
     if done.returncode:
         lines = [line for line in log.read_text().splitlines() if line.strip()]
         reason = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "no output")
-        raise NotebookFailed(f"torchrun exited with {done.returncode}: {reason.strip()} (see {log})")
+        raise TorchrunFailed(f"torchrun exited with {done.returncode}: {reason.strip()} (see {log})")
     launch.unlink(missing_ok=True)
 
 
