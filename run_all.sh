@@ -13,7 +13,7 @@ if [ ! -f "studies/$profile.yaml" ]; then
 fi
 source scripts/env.sh
 ensure_env
-"$NHL_PYTHON" -m nhllib.data.check --profile "$profile"
+"$NHL_PYTHON" -m nhllib.check_data --profile "$profile"
 start=$(date +%s)
 status=0
 "$NHL_PYTHON" -m nhllib.study "$profile" "$@" || status=$?

@@ -9,7 +9,7 @@ with the exhaustive top-1000.
 
 Data: ``--codes FILE.npz`` (arrays ``query_codes`` (Q, L) and ``db_codes`` (N, L), ±1 or packed with
 ``numpy.packbits`` (Q, L / 8), ``query_labels``, ``db_labels``; optional ``code_lengths``), e.g. the
-``codes.npz`` a study run saves, read with :func:`nhllib.retrieval.compare.load_run_codes`; or, by default,
+``codes.npz`` a study run saves, read with :func:`nhllib.results.read_codes`; or, by default,
 synthetic nested codes (see :func:`synthetic_nested_codes`). ``--db-size`` runs the benchmark at each given
 database size; a codes file is subsampled or grown to reach it, each added item a copy of a random real item
 with every bit flipped with probability ``--grow-flip`` and the original's labels. A grown database is not
@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 
 from nhllib.retrieval import pack_codes, unpack_codes
-from nhllib.retrieval.compare import compare_strategies, default_configs, load_run_codes
+from nhllib.results import read_codes
+from nhllib.retrieval.compare import compare_strategies, default_configs
 
 DEFAULT_LENGTHS = (8, 16, 32, 64, 128)
 
@@ -223,7 +224,7 @@ def main() -> None:
             lengths = DEFAULT_LENGTHS
             source = {"kind": "synthetic", "generator": "synthetic_nested_codes", "seed": args.seed}
         else:
-            queries, db, query_labels, db_labels, lengths = load_run_codes(args.codes)
+            queries, db, query_labels, db_labels, lengths = read_codes(args.codes)
             data = {"db": db, "db_labels": db_labels, "queries": queries, "query_labels": query_labels}
             data["queries"] = data["queries"][: args.queries]
             data["query_labels"] = data["query_labels"][: args.queries]

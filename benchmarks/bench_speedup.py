@@ -14,7 +14,6 @@ alone; from the median epoch of each model and, as a check, from its fastest epo
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics
@@ -41,22 +40,23 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="default: benchmarks/results/bench_speedup_<method>.json")
     args = parser.parse_args()
 
-    base = RunConfig(study="bench", method=args.method, data_dir=args.data_dir, device=args.device,
-                     database_per_class=10, epochs=args.epochs)
-    runs = {f"separate-{n}": build_run(dataclasses.replace(base, variant="separate", code_lengths=(n,)), progress=False)
+    base = RunConfig.from_dict(dict(study="bench", method=args.method, data_dir=args.data_dir, device=args.device,
+                                    database_per_class=10, epochs=args.epochs))
+    runs = {f"separate-{n}": build_run(base.updated(variant="separate", code_lengths=(n,)), progress=False)
             for n in LENGTHS}
-    runs["nhl-plain"] = build_run(dataclasses.replace(base, variant="nhl-plain", code_lengths=LENGTHS), progress=False)
+    runs["nhl-plain"] = build_run(base.updated(variant="nhl-plain", code_lengths=LENGTHS), progress=False)
     runs["nhl-plain"].weighting = Uniform()  # nothing monitored: the bare nested model
     # the study's nhl-plain: uniform weights, but gradient conflicts measured every step
-    runs["nhl-plain+monitor"] = build_run(dataclasses.replace(base, variant="nhl-plain", code_lengths=LENGTHS),
+    runs["nhl-plain+monitor"] = build_run(base.updated(variant="nhl-plain", code_lengths=LENGTHS),
                                           progress=False)
-    runs["nhl"] = build_run(dataclasses.replace(base, variant="nhl", code_lengths=LENGTHS), progress=False)
+    runs["nhl"] = build_run(base.updated(variant="nhl", code_lengths=LENGTHS), progress=False)
     optimizers = {}
     for name, run in runs.items():
         run.model.to(run.device)
         for loss in run.losses:
             loss.to(run.device)
-        optimizers[name] = torch.optim.Adam(run.model.parameters(), lr=base.lr, weight_decay=base.weight_decay)
+        training = base.training
+        optimizers[name] = torch.optim.Adam(run.model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
     seconds = {name: [] for name in runs}
     steps = {name: 0 for name in runs}
     names = list(runs)
@@ -67,8 +67,8 @@ def main() -> None:
             run = runs[name]
             synchronize(run.device)
             start = time.perf_counter()
-            log = train_epoch(run.model, run.losses, run.data.train, optimizers[name], run.weighting,
-                              run.settings, epoch, run.device)
+            log = train_epoch(run.model, run.losses, run.data.train, optimizers[name], run.weighting, epoch,
+                              run.device, distill_weight=run.plan.distill_weight)
             synchronize(run.device)
             seconds[name].append(time.perf_counter() - start)
             steps[name] += log["steps"]
@@ -82,8 +82,9 @@ def main() -> None:
     per_step = {name: totals[name] / steps[name] for name in runs}
     report = {
         "benchmark": "bench_speedup",
-        "method": args.method, "backbone": base.backbone, "dataset": base.dataset, "code_lengths": list(LENGTHS),
-        "epochs": args.epochs, "train_images": runs["nhl"].data.sizes()["train"], "batch_size": base.batch_size,
+        "method": args.method, "backbone": base.model.backbone, "dataset": base.data.dataset,
+        "code_lengths": list(LENGTHS), "epochs": args.epochs, "train_images": runs["nhl"].data.sizes()["train"],
+        "batch_size": base.data.batch_size,
         "device": str(runs["nhl"].device), "torch_threads": torch.get_num_threads(),
         "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
                     "torch": torch.__version__},

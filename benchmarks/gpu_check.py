@@ -37,7 +37,7 @@ from nhllib.evaluate import TIE_MODES, evaluate_nested
 from nhllib.losses import LOSSES, build_losses, per_length_losses
 from nhllib.model import HashingModel
 from nhllib.nested import NestedHashLayer
-from nhllib.train import TrainSettings, train_epoch
+from nhllib.train import train_epoch
 from nhllib.utils import synchronize
 from nhllib.weighting import ConflictAware, ConflictRule, Uniform
 
@@ -145,7 +145,6 @@ def _throughput(device: torch.device, backbone: str, image_size: int, channels: 
     losses = [loss.to(device) for loss in build_losses(method, lengths, classes, pool, nested=len(lengths) > 1)]
     nested = len(lengths) > 1
     weighting = ConflictAware(lengths) if nested else Uniform()
-    settings = TrainSettings(distill_weight=1.0 if nested else 0.0, progress=False)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
 
@@ -154,7 +153,8 @@ def _throughput(device: torch.device, backbone: str, image_size: int, channels: 
                         n_steps)
         synchronize(device)
         start = time.perf_counter()
-        train_epoch(model, losses, loader, optimizer, weighting, settings, 1, device, scaler=scaler)
+        train_epoch(model, losses, loader, optimizer, weighting, 1, device, distill_weight=1.0 if nested else 0.0,
+                    scaler=scaler)
         synchronize(device)
         return time.perf_counter() - start
 

@@ -44,7 +44,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from nhllib.utils import check_positive_int
+from nhllib.checks import check_positive_int
 
 logger = logging.getLogger(__name__)
 

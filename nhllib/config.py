@@ -1,170 +1,236 @@
-"""The validated, frozen description of one training run, and the study's variants.
+"""The validated, frozen description of one training run, composed of the parts each layer reads.
 
-A notebook's parameters become a :class:`RunConfig`; everything downstream reads it, nothing mutates it.
-Validation happens in ``__post_init__`` so bad parameters fail at once, naming the parameter and what is allowed.
+A notebook's parameters become a :class:`RunConfig` through :meth:`RunConfig.from_dict`; everything downstream
+reads it, nothing mutates it, and each layer receives its part unchanged: the data layer :class:`DataConfig`, the
+model builder :class:`ModelConfig`, the losses and weighting :class:`HashingConfig`, the training loop
+:class:`TrainingConfig`. A new run parameter is one field in one part (and one line in ``01_train``'s parameters).
+
+Parameters are named flat (``epochs``, ``dataset``, ...): field names are unique across the parts, so the flat
+form (notebook parameters, profile files, the ``config.json`` of runs written before the parts existed) maps onto
+the parts without a table. Validation happens on construction so bad parameters fail at once, naming the
+parameter and what is allowed; the checks themselves are :mod:`nhllib.checks` and the names :mod:`nhllib.vocab`
+(both torch-free), so a new kind of check is written once there. The analysis layer reads stored configurations
+through :func:`nhllib.results.flat_config` and never needs this module.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from nhllib.evaluate import TIE_MODES
-from nhllib.nested import validate_code_lengths
-from nhllib.weighting import THRESHOLD_NORMS
+from nhllib.checks import (
+    check_bool, check_choice, check_int, check_name, check_number, check_optional, check_positive_int,
+    validate_code_lengths,
+)
+from nhllib.data.config import DataConfig
+from nhllib.results import LAYOUT, flat_config
+from nhllib.vocab import THRESHOLD_NORMS, TIE_MODES, VARIANTS, Variant
 
-__all__ = ["Variant", "VARIANTS", "RunConfig", "TIE_MODES"]
-
-@dataclass(frozen=True)
-class Variant:
-    """What a study variant switches on. The study compares these per hashing method (DESIGN.md)."""
-
-    description: str
-    head: str  # "nested": one NestedHashLayer; "separate": K independent heads (the heads control)
-    conflict_weighting: bool  # apply the gradient-conflict weights (else uniform, conflicts still monitored)
-    distillation: bool  # add λ·D_k, the long-to-short cascade distillation
-    single_length: bool = False  # one model per code length (the baseline)
-
-
-VARIANTS: dict[str, Variant] = {
-    "separate": Variant("one model per code length (the paper's baseline)", "nested", False, False, True),
-    "nhl-plain": Variant("nested layer, sum of per-length losses (paper: w/o AD)", "nested", False, False),
-    "nhl-weight": Variant("+ gradient-conflict weighting (paper: w/o D)", "nested", True, False),
-    "nhl-distill": Variant("+ long-to-short cascade distillation (paper: w/o A)", "nested", False, True),
-    "nhl": Variant("conflict weighting + distillation (the full method)", "nested", True, True),
-    "heads": Variant("shared backbone, K separate non-nested heads (extra control)", "separate", False, False),
-}
-
-
-def _choice(name: str, value: Any, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
-
-
-def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} int, got {value!r}")
-
-
-def _non_negative_float(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-
+__all__ = [
+    "RunConfig", "DataConfig", "ModelConfig", "HashingConfig", "TrainingConfig", "RunPlan", "LAYOUT",
+    "flat_config", "Variant", "VARIANTS", "TIE_MODES",
+]
 
 @dataclass(frozen=True)
-class RunConfig:
-    """One run of the study. Defaults are the CPU ``default`` profile (Fashion-MNIST, small CNN).
+class ModelConfig:
+    """The network: backbone and the hash layer's code lengths (the variant decides the layer's kind)."""
 
-    Every field is checked on construction, the method, dataset and backbone names against their registries.
-    """
-
-    study: str = "default"
-    method: str = "csq"
-    variant: str = "nhl"
-    code_lengths: tuple[int, ...] = (8, 16, 32, 64, 128)
-    dataset: str = "fashion-mnist"
-    data_dir: str = "data"
-    query_per_class: int = 100
-    train_per_class: int = 500
-    val_per_class: int = 100
-    database_per_class: int | None = None  # None: every remaining image
-    split_seed: int = 0  # the split is shared by every run of a study, whatever its training seed
     backbone: str = "cnn"
     pretrained: bool = False
-    image_size: int | None = None  # None: the dataset's native size
+    code_lengths: tuple[int, ...] = (8, 16, 32, 64, 128)
+    center_codes: bool = False  # BatchNorm1d(affine=False) on the hash outputs (code centring)
+
+    def __post_init__(self) -> None:
+        check_name("backbone", self.backbone)
+        check_bool("pretrained", self.pretrained)
+        check_bool("center_codes", self.center_codes)
+        object.__setattr__(self, "code_lengths", validate_code_lengths(self.code_lengths))
+
+
+@dataclass(frozen=True)
+class HashingConfig:
+    """The hashing method, the study variant and the hyper-parameters of the loss, weighting and distillation."""
+
+    method: str = "csq"
+    variant: str = "nhl"
     distill_weight: float = 1.0  # λ; the reference's scripts use 1 (argparse default 0.1)
     beta: float = 1.0
     threshold_norm: str = "own"
     conflict_every: int = 1  # gradient-conflict statistics every n-th step
     loss_hparams: dict = field(default_factory=dict)
+    targets: str = "nested"  # how the per-length losses share their targets (nhllib.losses.TARGET_MODES)
+
+    def __post_init__(self) -> None:
+        check_name("method", self.method)
+        check_choice("variant", self.variant, VARIANTS)
+        check_number("distill_weight", self.distill_weight)
+        check_number("beta", self.beta, positive=True)
+        check_choice("threshold_norm", self.threshold_norm, THRESHOLD_NORMS)
+        check_positive_int("conflict_every", self.conflict_every)
+        if not isinstance(self.loss_hparams, dict):
+            raise ValueError(f"loss_hparams must be a dict of keyword arguments, got {self.loss_hparams!r}")
+        check_name("targets", self.targets)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The optimisation and the evaluation schedule; what :func:`nhllib.train.fit` reads."""
+
     epochs: int = 30
     eval_every: int = 2
     patience: int = 3  # evaluations without a better validation mAP before stopping; 0 disables
-    batch_size: int = 64
-    eval_batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 1e-5
+    amp: bool = False
     topk: int | None = None  # mAP@topk; None: the whole database
     ties: str = "expected"
-    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive_int("epochs", self.epochs)
+        check_positive_int("eval_every", self.eval_every)
+        check_int("patience", self.patience)
+        check_number("lr", self.lr, positive=True)
+        check_number("weight_decay", self.weight_decay)
+        check_bool("amp", self.amp)
+        check_optional(check_positive_int, "topk", self.topk)
+        check_choice("ties", self.ties, TIE_MODES)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a variant means for one run, decoded once: the build and the result tables read it from here."""
+
+    head: str  # nhllib.vocab.HEAD_KINDS
+    apply_conflict_weights: bool  # else uniform weights (conflicts are still monitored where they exist)
+    distill_weight: float  # the λ in effect: 0 when the variant has no distillation
+    weighting: str  # "conflict" | "uniform", the label of the result tables
+
+
+_PARTS = {"data": DataConfig, "model": ModelConfig, "hashing": HashingConfig, "training": TrainingConfig}
+_TOP = ("study", "seed", "device")
+
+# Fields that do not change what is computed, so they do not enter the run id.
+_NOT_IN_RUN_ID = ("study", "device", "data_dir", "download")
+# The fields of layout 1, frozen: they always enter the run id. Every field added since enters it only when set
+# away from its default, so earlier runs keep their folder names and a new field needs no entry here.
+_LAYOUT_1_FIELDS = frozenset({
+    "study", "method", "variant", "code_lengths", "dataset", "data_dir", "query_per_class", "train_per_class",
+    "val_per_class", "database_per_class", "split_seed", "backbone", "pretrained", "image_size", "distill_weight",
+    "beta", "threshold_norm", "conflict_every", "loss_hparams", "epochs", "eval_every", "patience", "batch_size",
+    "eval_batch_size", "lr", "weight_decay", "topk", "ties", "seed", "device", "amp", "download",
+})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run of the study. Defaults are the CPU ``default`` profile (Fashion-MNIST, small CNN)."""
+
+    study: str = "default"
+    seed: int = 0  # training seed: initialisation, batch order, centres
     device: str = "auto"
-    amp: bool = False
-    download: bool = False  # let torchvision download Fashion-MNIST / CIFAR-10 into data_dir when missing
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    hashing: HashingConfig = field(default_factory=HashingConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.study, str) or not self.study or "/" in self.study or self.study.startswith("."):
             raise ValueError(f"study must be a non-empty folder name without '/', got {self.study!r}")
-        _choice("variant", self.variant, VARIANTS)
-        object.__setattr__(self, "code_lengths", validate_code_lengths(self.code_lengths))
-        if VARIANTS[self.variant].single_length and len(self.code_lengths) != 1:
+        check_int("seed", self.seed)
+        check_name("device", self.device)
+        for name, kind in _PARTS.items():
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
+        lengths, variant = self.model.code_lengths, self.hashing.variant
+        if VARIANTS[variant].single_length and len(lengths) != 1:
             raise ValueError(
                 f"variant 'separate' trains one model per code length: give a single length in code_lengths, "
-                f"got {self.code_lengths} (the study runs one 'separate' run per length)"
+                f"got {lengths} (the study runs one 'separate' run per length)"
             )
-        if not VARIANTS[self.variant].single_length and len(self.code_lengths) < 2:
-            raise ValueError(f"variant {self.variant!r} needs at least two code_lengths, got {self.code_lengths}")
-        for name in ("query_per_class", "train_per_class", "epochs", "eval_every", "batch_size",
-                     "eval_batch_size", "conflict_every"):
-            _positive_int(name, getattr(self, name))
-        for name in ("val_per_class", "patience", "split_seed", "seed"):
-            _positive_int(name, getattr(self, name), allow_zero=True)
-        if self.database_per_class is not None:
-            _positive_int("database_per_class", self.database_per_class)
-        if self.topk is not None:
-            _positive_int("topk", self.topk)
-        if self.image_size is not None:
-            _positive_int("image_size", self.image_size)
-        for name in ("distill_weight", "weight_decay"):
-            _non_negative_float(name, getattr(self, name))
-        for name in ("lr", "beta"):
-            _non_negative_float(name, getattr(self, name))
-            if getattr(self, name) == 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        _choice("threshold_norm", self.threshold_norm, THRESHOLD_NORMS)
-        _choice("ties", self.ties, TIE_MODES)
-        if not isinstance(self.loss_hparams, dict):
-            raise ValueError(f"loss_hparams must be a dict of keyword arguments, got {self.loss_hparams!r}")
-        for name in ("method", "dataset", "backbone", "device", "data_dir"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
-        self._check_registries()
-        if self.val_per_class == 0 and self.patience:
+        if not VARIANTS[variant].single_length and len(lengths) < 2:
+            raise ValueError(f"variant {variant!r} needs at least two code_lengths, got {lengths}")
+        if self.data.val_per_class == 0 and self.training.patience:
             raise ValueError("early stopping selects on validation mAP: val_per_class must be > 0 when patience > 0")
+        self._check_registries()
 
     def _check_registries(self) -> None:
-        # Imported here: the registries pull in torchvision, which a config alone should not need at import.
+        # Imported here: the registries pull in torch and torchvision, which a config alone should not need.
         from nhllib.backbones import BACKBONES
         from nhllib.data import DATASETS
-        from nhllib.losses import LOSSES
+        from nhllib.losses import LOSSES, TARGET_MODES
 
-        _choice("method", self.method, LOSSES)
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("backbone", self.backbone, BACKBONES)
+        check_choice("method", self.hashing.method, LOSSES)
+        check_choice("targets", self.hashing.targets, TARGET_MODES)
+        check_choice("dataset", self.data.dataset, DATASETS)
+        check_choice("backbone", self.model.backbone, BACKBONES)
 
-    # Fields that do not change what is computed, so they do not enter the run id.
-    _NOT_IN_RUN_ID = ("study", "device", "data_dir", "download")
+    @property
+    def plan(self) -> RunPlan:
+        variant = VARIANTS[self.hashing.variant]
+        return RunPlan(
+            head=variant.head, apply_conflict_weights=variant.conflict_weighting,
+            distill_weight=self.hashing.distill_weight if variant.distillation else 0.0,
+            weighting=variant.weighting,
+        )
+
+    @property
+    def label(self) -> str:
+        """A short human label: method, variant, lengths, seed, and λ where it is not the default."""
+        h = self.hashing
+        label = f"{h.method} {h.variant} {'/'.join(map(str, self.model.code_lengths))} seed={self.seed}"
+        if VARIANTS[h.variant].distillation and h.distill_weight != HashingConfig.distill_weight:
+            label += f" λ={h.distill_weight}"
+        return label
 
     @property
     def run_id(self) -> str:
         """A readable, deterministic folder name: the same config always maps to the same folder."""
-        identity = {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_RUN_ID}
+        identity = {k: v for k, v in self.flat().items()
+                    if k not in _NOT_IN_RUN_ID and (k in _LAYOUT_1_FIELDS or v != _DEFAULTS[k])}
         digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-        lengths = "-".join(str(n) for n in self.code_lengths)
-        return f"{self.method}_{self.variant}_{lengths}_seed{self.seed}_{digest}"
+        lengths = "-".join(str(n) for n in self.model.code_lengths)
+        return f"{self.hashing.method}_{self.hashing.variant}_{lengths}_seed{self.seed}_{digest}"
+
+    def flat(self) -> dict[str, Any]:
+        """Every parameter by its flat name (the form of notebook parameters and profile files)."""
+        out = {name: getattr(self, name) for name in _TOP}
+        for part in _PARTS:
+            out.update(asdict(getattr(self, part)))
+        out["code_lengths"] = list(self.model.code_lengths)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["code_lengths"] = list(self.code_lengths)
+        """The ``config`` of ``config.json``: the parts as nested mappings, tagged with :data:`LAYOUT`."""
+        out: dict[str, Any] = {"layout": LAYOUT, **{name: getattr(self, name) for name in _TOP}}
+        for part in _PARTS:
+            out[part] = asdict(getattr(self, part))
+        out["model"]["code_lengths"] = list(self.model.code_lengths)
         return out
+
+    def updated(self, **changes: Any) -> "RunConfig":
+        """A copy with some parameters changed, by their flat names (validated like a new config)."""
+        return RunConfig.from_dict({**self.flat(), **changes})
+
+    @classmethod
+    def parameter_names(cls) -> tuple[str, ...]:
+        """The flat parameter names, in declaration order."""
+        return (*_TOP, *(f.name for kind in _PARTS.values() for f in fields(kind)))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
-        """Build from a dict (e.g. notebook parameters), rejecting unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        """Build from flat parameters (notebook parameters, a profile, a layout-1 ``config.json``) or from
+        :meth:`to_dict`'s nested layout; unknown keys are rejected by name."""
+        flat = flat_config(values)
+        known = set(cls.parameter_names())
+        unknown = sorted(set(flat) - known)
         if unknown:
             raise ValueError(f"unknown run parameter(s) {unknown}; valid parameters are {sorted(known)}")
-        return cls(**values)
+        parts = {name: kind(**{f.name: flat[f.name] for f in fields(kind) if f.name in flat})
+                 for name, kind in _PARTS.items()}
+        return cls(**{name: flat[name] for name in _TOP if name in flat}, **parts)
+
+
+_DEFAULTS = {f.name: (f.default if f.default_factory is MISSING else f.default_factory())
+             for kind in _PARTS.values() for f in fields(kind)}

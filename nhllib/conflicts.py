@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from nhllib.results import CONFLICT_COLUMNS  # the schema of conflicts.csv, re-exported
 from nhllib.weighting import ConflictStats
 
 __all__ = ["ConflictLog", "CONFLICT_COLUMNS"]
 
-CONFLICT_COLUMNS = [
-    "epoch", "short_length", "long_length", "steps", "conflict_rate", "mean_cosine", "mean_dot", "mean_alpha",
-]
 
 
 class ConflictLog:
@@ -20,6 +18,7 @@ class ConflictLog:
         self.code_lengths = code_lengths
         self.rows: list[dict] = []
         self.weight_rows: list[dict] = []
+        self.last_stats: ConflictStats | None = None  # of the last step that computed them (for inspection)
         self._reset()
 
     def _reset(self) -> None:
@@ -28,6 +27,7 @@ class ConflictLog:
 
     def add(self, stats: ConflictStats, applied: torch.Tensor) -> None:
         """``applied`` are the weights the step used: the rule's, or ones when only monitoring."""
+        self.last_stats = stats
         values = {
             "conflict": stats.conflict.float(),
             "cosine": stats.cosine,

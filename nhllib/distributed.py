@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from nhllib.utils import check_positive_int
+from nhllib.checks import check_positive_int
 
 __all__ = [
     "DistContext",

@@ -47,6 +47,8 @@ import torch
 from torch import Tensor, nn
 
 from nhllib import metrics
+from nhllib.compat import int8_matmul
+from nhllib.vocab import TIE_MODES  # the valid values of every ``ties`` argument
 
 __all__ = [
     "TIE_MODES",
@@ -59,9 +61,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Valid values of every ``ties`` argument.
-TIE_MODES = ("expected", "optimistic", "pessimistic", "index")
 
 ArrayLike = Tensor | np.ndarray
 
@@ -246,8 +245,12 @@ class _Group:
 
 
 def _int8_product_available(device: torch.device) -> bool:
-    """Whether ``torch._int_mm`` (exact int8 x int8 -> int32, about 4x a float32 product on CPU) is used."""
-    return device.type == "cpu" and hasattr(torch, "_int_mm")
+    """Whether ``torch._int_mm`` (exact int8 x int8 -> int32, about 4x a float32 product on CPU) is used.
+
+    The op is private: :func:`nhllib.compat.int8_matmul` probes it once; without it the float32 product (exact
+    for these integer sums) is the tested fallback.
+    """
+    return device.type == "cpu" and int8_matmul() is not None
 
 
 def _plan_variables(problem: _Problem, joint: bool) -> list[list[tuple[int, slice | None]]]:
@@ -322,12 +325,12 @@ def _block_rows(problem: _Problem, groups: list[_Group], block_size: int | None)
     return max(1, min(rows, cap, problem.num_queries))
 
 
-def _bincount(keys: Tensor, minlength: int, pool: ThreadPoolExecutor | None) -> Tensor:
-    """``torch.bincount`` split over threads: on CPU it runs on one core, and it is the evaluation's hot spot."""
+def _bincount(keys: Tensor, minlength: int, pool: ThreadPoolExecutor | None, workers: int = 1) -> Tensor:
+    """``torch.bincount`` split over the ``workers`` threads of ``pool``: on CPU it runs on one core, and it is
+    the evaluation's hot spot."""
     if pool is None:
         return torch.bincount(keys, minlength=minlength)
-    parts = list(pool.map(lambda chunk: torch.bincount(chunk, minlength=minlength),
-                          keys.chunk(pool._max_workers)))  # the executor's size
+    parts = list(pool.map(lambda chunk: torch.bincount(chunk, minlength=minlength), keys.chunk(workers)))
     return torch.stack(parts).sum(0)
 
 
@@ -342,6 +345,7 @@ def _histograms(problem: _Problem, block_size: int | None, joint: bool = True
     """
     dev, n_db = problem.device, problem.num_db
     integer = _int8_product_available(dev)
+    int_mm = int8_matmul() if integer else None
     # Relevance is the label product itself unless two multi-label rows can share several labels; then it
     # is clamped once per block and added to every group's keys.
     multi_label = bool((problem.query_labels.sum(1) > 1).any()) and bool((problem.db_labels.sum(1) > 1).any())
@@ -360,7 +364,7 @@ def _histograms(problem: _Problem, block_size: int | None, joint: bool = True
 
     def product(a: Tensor, b_t: Tensor, out: Tensor) -> Tensor:
         if integer:
-            return torch._int_mm(a, b_t, out=out)  # exact int8 GEMM, no public equivalent
+            return int_mm(a, b_t, out=out)  # exact int8 GEMM, no public equivalent
         acc = float_buf[: out.numel()].view(out.shape)
         torch.matmul(a, b_t, out=acc)
         return out.copy_(acc)
@@ -378,7 +382,7 @@ def _histograms(problem: _Problem, block_size: int | None, joint: bool = True
                 keys.add_(row_index * group.stride + group.constant)
                 if rel_buf is not None:
                     keys.add_(relevant)
-                joint_counts = _bincount(keys.view(-1), b * group.stride, pool)
+                joint_counts = _bincount(keys.view(-1), b * group.stride, pool, threads)
                 if joint_counts.numel() != b * group.stride:
                     raise RuntimeError("internal error: Hamming histogram keys out of range")
                 joint_counts = joint_counts.view(b, group.cells, 2)

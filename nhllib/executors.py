@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from nhllib.utils import check_positive_int
+from nhllib.checks import check_positive_int
 
 __all__ = ["SlurmOptions", "LocalExecutor", "SubmititExecutor", "EXECUTORS", "make_executor"]
 

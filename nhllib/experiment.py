@@ -7,9 +7,9 @@ It is also the data-parallel entry point (one run on N GPUs, :mod:`nhllib.distri
 
     torchrun --standalone --nproc_per_node N -m nhllib.experiment --config RUN.json --results results
 
-``RUN.json`` holds the run's parameters (a :class:`RunConfig` as a dict, or a run folder's ``config.json``);
-``batch_size`` is the global batch, split across the N processes. Without torchrun the same command trains in
-one process. Rank 0 alone writes the run folder, evaluates and logs.
+``RUN.json`` holds the run's parameters (flat or nested, as :meth:`RunConfig.from_dict` reads them, or a run
+folder's ``config.json``); ``batch_size`` is the global batch, split across the N processes. Without torchrun the
+same command trains in one process. Rank 0 alone evaluates, logs and writes the run folder.
 """
 
 from __future__ import annotations
@@ -23,109 +23,99 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nhllib.backbones import build_backbone
-from nhllib.config import VARIANTS, RunConfig
-from nhllib.data import SplitSpec, load_hashing_data
-from nhllib.distributed import DataParallel, DistContext, barrier, convert_sync_batchnorm, process_group, shard_loader
+from nhllib.config import RunConfig, RunPlan
+from nhllib.data import HashingData, load_data
+from nhllib.distributed import (DataParallel, DistContext, barrier, convert_sync_batchnorm, process_group,
+                                shard_loader)
 from nhllib.final_eval import final_evaluation
 from nhllib.losses import build_losses
 from nhllib.model import HashingModel
 from nhllib.nested import NestedHashLayer, SeparateHashHeads
-from nhllib.results import RunStore
-from nhllib.train import TrainSettings, fit
+from nhllib.results import CONFLICT_COLUMNS, HISTORY_COLUMNS, METRIC_COLUMNS, RunStore, write_codes
+from nhllib.train import FitResult, fit
 from nhllib.utils import git_commit, package_versions, resolve_device, seed_everything
 from nhllib.weighting import ConflictAware, Uniform, WeightingStrategy
 
-__all__ = ["BuiltRun", "build_run", "run_experiment", "main", "HEADS", "METRIC_COLUMNS", "HISTORY_COLUMNS"]
+__all__ = ["BuiltRun", "build_run", "run_experiment", "main", "HEADS"]
 
 logger = logging.getLogger(__name__)
 
-HEADS = {"nested": NestedHashLayer, "separate": SeparateHashHeads}
-HISTORY_COLUMNS = ["epoch", "code_length", "split", "metric", "value"]
-METRIC_COLUMNS = [
-    "run_id", "study", "method", "variant", "dataset", "backbone", "code_length", "weighting", "distill_weight",
-    "seed", "metric", "value",
-]
+#: Head kind (nhllib.vocab.HEAD_KINDS) -> the hash layer that builds it.
+HEADS = {"nested": NestedHashLayer, "multi-head": SeparateHashHeads}
 
 
 @dataclass
 class BuiltRun:
+    """Everything one run trains with; ``plan`` is the variant decoded (head kind, weighting, λ in effect)."""
+
     config: RunConfig
+    plan: RunPlan
     model: HashingModel
     losses: list
-    data: object
+    data: HashingData
     weighting: WeightingStrategy
-    settings: TrainSettings
     device: torch.device
+    progress: bool = True
     parallel: DataParallel | None = None  # data-parallel training across ranks; None: one process
+
+    def fit(self) -> FitResult:
+        """Train with the run's training part and the λ its variant puts in effect."""
+        return fit(self.model, self.losses, self.data, self.config.training, self.weighting, self.device,
+                   distill_weight=self.plan.distill_weight, progress=self.progress, parallel=self.parallel)
 
 
 def build_run(cfg: RunConfig, progress: bool = True, ctx: DistContext | None = None) -> BuiltRun:
     """Build data, model, per-length losses and the weighting strategy for ``cfg`` (seeded).
 
-    With a multi-rank ``ctx`` the run is set up for data-parallel training: every rank builds the same model and
-    losses, the training loader yields the rank's share of each global batch, batch norm runs over the global
-    batch, and the weighting averages per-length gradients over ranks.
+    With a multi-rank ``ctx`` the run is set up for data-parallel training (:func:`_make_data_parallel`):
+    every rank builds the same model and losses from the same seed.
     """
-    variant = VARIANTS[cfg.variant]
+    plan = cfg.plan
     distributed = ctx is not None and ctx.enabled
     device = ctx.device if distributed else resolve_device(cfg.device)
     seed_everything(cfg.seed)
     if distributed and not ctx.is_main:
         barrier()  # rank 0 builds first: it may write the split file the others then read
-    data = load_hashing_data(
-        cfg.dataset,
-        data_dir=cfg.data_dir,
-        seed=cfg.split_seed,
-        shuffle_seed=cfg.seed,
-        split=SplitSpec(cfg.query_per_class, cfg.train_per_class, cfg.val_per_class, cfg.database_per_class),
-        batch_size=cfg.batch_size,
-        eval_batch_size=cfg.eval_batch_size,
-        image_size=cfg.image_size,
-        download=cfg.download,
-    )
+    data = load_data(cfg.data, shuffle_seed=cfg.seed)
     if distributed and ctx.is_main:
         barrier()
-    backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained, in_channels=data.in_channels,
+    backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained, in_channels=data.in_channels,
                               image_size=data.image_size)
-    head = HEADS[variant.head](backbone.out_features, cfg.code_lengths)
+    lengths = cfg.model.code_lengths
+    # Passed only when asked for: the option is new, and a head without it keeps its old signature.
+    centring = {"center": True} if cfg.model.center_codes else {}
+    head = HEADS[plan.head](backbone.out_features, lengths, **centring)
     model = HashingModel(backbone, head)
-    losses = build_losses(cfg.method, cfg.code_lengths, data.num_classes, data.num_train,
-                          nested=isinstance(head, NestedHashLayer), seed=cfg.seed, **cfg.loss_hparams)
+    hashing = cfg.hashing
+    losses = build_losses(hashing.method, lengths, data.num_classes, data.num_train,
+                          nested=isinstance(head, NestedHashLayer), targets=hashing.targets, seed=cfg.seed,
+                          **hashing.loss_hparams)
     # Conflicts are monitored in every run with a shared nested weight and several lengths, applied only when
     # the variant asks for it.
-    if model.shared_weight is not None and len(cfg.code_lengths) > 1:
+    if model.shared_weight is not None and len(lengths) > 1:
         weighting: WeightingStrategy = ConflictAware(
-            cfg.code_lengths, beta=cfg.beta, threshold_norm=cfg.threshold_norm,
-            apply=variant.conflict_weighting, every=cfg.conflict_every,
+            lengths, beta=hashing.beta, threshold_norm=hashing.threshold_norm,
+            apply=plan.apply_conflict_weights, every=hashing.conflict_every,
         )
     else:
         weighting = Uniform()
-    settings = TrainSettings(
-        epochs=cfg.epochs, eval_every=cfg.eval_every, patience=cfg.patience, lr=cfg.lr,
-        weight_decay=cfg.weight_decay, distill_weight=cfg.distill_weight if variant.distillation else 0.0,
-        amp=cfg.amp, topk=cfg.topk, ties=cfg.ties, progress=progress and (ctx is None or ctx.is_main),
-    )
-    built = BuiltRun(cfg, model, losses, data, weighting, settings, device)
+    built = BuiltRun(cfg, plan, model, losses, data, weighting, device, progress and (ctx is None or ctx.is_main))
     if distributed:
         _make_data_parallel(built, ctx)
     return built
 
 
 def _make_data_parallel(built: BuiltRun, ctx: DistContext) -> None:
-    """The hooks of data-parallel training (global-batch BN, DDP, sharded loader, averaged gradients)."""
+    """The hooks of data-parallel training: batch norm over the global batch, DDP, this rank's share of every
+    training batch, per-length gradients averaged over ranks before the conflict rule."""
     built.model = convert_sync_batchnorm(built.model, ctx.device).to(ctx.device)
     built.parallel = DataParallel(built.model, ctx)
     built.data = replace(built.data, train=shard_loader(built.data.train, ctx.rank, ctx.world_size))
     if isinstance(built.weighting, ConflictAware):
         built.weighting.reduce_gradients = built.parallel.reduce_gradients
-
-
-def _weighting_label(cfg: RunConfig) -> str:
-    return "conflict" if VARIANTS[cfg.variant].conflict_weighting else "uniform"
 
 
 def run_experiment(cfg: RunConfig, results_root: str | Path = "results", overwrite: bool = False,
@@ -158,33 +148,31 @@ def run_experiment(cfg: RunConfig, results_root: str | Path = "results", overwri
 
 def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: str, save_codes: bool,
                      ctx: DistContext | None = None) -> None:
-    main_rank = ctx is None or ctx.is_main
-    world_size = 1 if ctx is None else ctx.world_size
-    if main_rank:
-        store.write_json("config.json", {
-            "run_id": cfg.run_id, "config": cfg.to_dict(), "device": str(built.device), "world_size": world_size,
-            "started": started, "git_commit": git_commit(), "versions": package_versions(), "data": {
-                "split_file": str(built.data.split_path.name) if built.data.split_path else None,
-                "sizes": built.data.sizes(), "source": built.data.source,
-            },
-            "parameters": sum(p.numel() for p in built.model.parameters()),
-        })
-    result = fit(built.model, built.losses, built.data, built.settings, built.weighting, built.device,
-                 built.parallel)
-    if not main_rank:
+    if ctx is not None and not ctx.is_main:
+        built.fit()  # this rank's share of the training; rank 0 evaluates and writes
         return
+    store.write_json("config.json", {
+        "run_id": cfg.run_id, "config": cfg.to_dict(), "device": str(built.device),
+        "world_size": 1 if ctx is None else ctx.world_size, "started": started,
+        "git_commit": git_commit(), "versions": package_versions(), "data": {
+            "split_file": str(built.data.split_path.name) if built.data.split_path else None,
+            "sizes": built.data.sizes(), "source": built.data.source,
+        },
+        "parameters": sum(p.numel() for p in built.model.parameters()),
+    })
+    result = built.fit()
     start = time.perf_counter()
     built.model.load_state_dict(result.best_state)
-    final = final_evaluation(built.model, built.data, built.device, topk=cfg.topk)
+    final = final_evaluation(built.model, built.data, built.device, topk=cfg.training.topk)
     final_time = time.perf_counter() - start
 
     base = {
-        "run_id": cfg.run_id, "study": cfg.study, "method": cfg.method, "variant": cfg.variant,
-        "dataset": cfg.dataset, "backbone": cfg.backbone, "weighting": _weighting_label(cfg),
-        "distill_weight": cfg.distill_weight if VARIANTS[cfg.variant].distillation else 0.0, "seed": cfg.seed,
+        "run_id": cfg.run_id, "study": cfg.study, "method": cfg.hashing.method, "variant": cfg.hashing.variant,
+        "dataset": cfg.data.dataset, "backbone": cfg.model.backbone, "weighting": built.plan.weighting,
+        "distill_weight": built.plan.distill_weight, "seed": cfg.seed,
     }
     rows = []
-    for length in cfg.code_lengths:
+    for length in cfg.model.code_lengths:
         per_length = {
             "map": result.query_map_best[length],
             "map_last": result.query_map_last[length],
@@ -202,39 +190,28 @@ def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: 
     store.write_rows("metrics.csv", rows, METRIC_COLUMNS)
     store.write_rows("curves.csv", final.curves, list(final.curves[0]) if final.curves else ["code_length"])
     if result.conflicts is not None:
-        from nhllib.conflicts import CONFLICT_COLUMNS
-
         store.write_rows("conflicts.csv", result.conflicts.rows, CONFLICT_COLUMNS)
     store.write_json("timing.json", {**run_level, "train_time_per_epoch_s": result.train_time_s / result.epochs_run})
     if save_codes:
-        _save_codes(store, final, built.model.code_lengths)
+        _write_codes(store, final, built.model.code_lengths)
     store.mark_complete()
     logger.info("run %s complete: %s", cfg.run_id, {k: round(v, 4) for k, v in result.query_map_best.items()})
 
 
-def _save_codes(store: RunStore, final, code_lengths) -> None:
-    """Packed query and database codes of the longest length (for retrieval experiments), atomically."""
+def _write_codes(store: RunStore, final, code_lengths) -> None:
+    """The query and database codes of the longest length (for retrieval experiments)."""
     query_codes, query_labels = final.codes["query"]
     db_codes, db_labels = final.codes["database"]
     longest = max(query_codes)
-    target = store.path / "codes.npz"
-    tmp = store.path / ".codes.tmp.npz"
-    np.savez_compressed(
-        tmp, query_codes=np.packbits(query_codes[longest].numpy() > 0, axis=1),
-        db_codes=np.packbits(db_codes[longest].numpy() > 0, axis=1), code_length=longest,
-        code_lengths=np.array(code_lengths), query_labels=query_labels.numpy().astype(np.uint8),
-        db_labels=db_labels.numpy().astype(np.uint8),
-    )
-    tmp.replace(target)
+    write_codes(store.path, query_codes[longest].numpy(), db_codes[longest].numpy(), query_labels.numpy(),
+                db_labels.numpy(), code_lengths)
 
 
 def _read_config(path: Path) -> RunConfig:
-    """A run's parameters from JSON: a RunConfig dict, or a run folder's ``config.json`` (its ``config`` key)."""
+    """A run's parameters from JSON: flat or nested (:meth:`RunConfig.from_dict`), or a run's ``config.json``."""
     values = json.loads(Path(path).read_text())
-    if "config" in values and isinstance(values["config"], dict):
+    if isinstance(values.get("config"), dict) and "run_id" in values:
         values = values["config"]
-    if "code_lengths" in values:
-        values["code_lengths"] = tuple(values["code_lengths"])
     return RunConfig.from_dict(values)
 
 

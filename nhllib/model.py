@@ -34,6 +34,15 @@ class HashingModel(nn.Module):
         """The nested layer's shared weight, or None for separate heads."""
         return getattr(self.head, "shared_weight", None)
 
+    @property
+    def codes_are_linear(self) -> bool:
+        """Whether each code is the head's linear map of the features, h_k = f W[:L_k]ᵀ + b[:L_k].
+
+        Not so with code centring (a BatchNorm over the outputs): the conflict weighting must then take each
+        length's gradient of the shared weight by autograd instead of from ∂O_k/∂h_k and the features.
+        """
+        return not getattr(self.head, "center", False)
+
     def forward(self, images: torch.Tensor, return_features: bool = False):
         """The K codes; with ``return_features``, ``(codes, features)`` (the weighting needs the features).
 

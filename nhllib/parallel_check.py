@@ -40,10 +40,10 @@ class RecordingConflictAware(ConflictAware):
         self.dots: list[torch.Tensor] = []
 
     def __call__(self, *args, **kwargs):
-        weights = super().__call__(*args, **kwargs)
-        self.applied.append(weights.detach().cpu().clone())
-        self.dots.append(self.last_stats.dot.detach().cpu().clone())
-        return weights
+        result = super().__call__(*args, **kwargs)
+        self.applied.append(result.weights.detach().cpu().clone())
+        self.dots.append(result.stats.dot.detach().cpu().clone())
+        return result
 
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +71,7 @@ def tiny_training(method: str, device: torch.device | str = "cpu", ctx=None) -> 
     from nhllib.data.loader import InMemoryLoader
     from nhllib.distributed import DataParallel, convert_sync_batchnorm
     from nhllib.losses import build_losses
-    from nhllib.train import TrainSettings, train_epoch
+    from nhllib.train import train_epoch
 
     device = torch.device(device)
     model = _model().to(device)
@@ -86,9 +86,9 @@ def tiny_training(method: str, device: torch.device | str = "cpu", ctx=None) -> 
         loader = loader.sharded(ctx.rank, ctx.world_size)
         weighting.reduce_gradients = parallel.reduce_gradients
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-5)
-    settings = TrainSettings(distill_weight=DISTILL_WEIGHT, progress=False)
     for epoch in range(1, EPOCHS + 1):
-        train_epoch(model, losses, loader, optimizer, weighting, settings, epoch, device, parallel=parallel)
+        train_epoch(model, losses, loader, optimizer, weighting, epoch, device, distill_weight=DISTILL_WEIGHT,
+                    parallel=parallel)
     return {
         "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "weights": torch.stack(weighting.applied),

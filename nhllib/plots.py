@@ -27,6 +27,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from nhllib import tables
+from nhllib.results import (
+    CONFLICT_PLOT_COLUMNS, CONTEXT_COLUMNS, CURVE_PLOT_COLUMNS, HISTORY_PLOT_COLUMNS, TRADEOFF_PLOT_COLUMNS,
+    require_columns,
+)
+from nhllib.vocab import VARIANTS
 
 __all__ = [
     "METRIC_LABELS",
@@ -132,7 +137,7 @@ def _skip(figure: str, reason: str) -> None:
 
 
 def _single_context(frame: pd.DataFrame) -> None:
-    for column in tables.CONTEXT_COLUMNS:
+    for column in CONTEXT_COLUMNS:
         if column in frame.columns and frame[column].nunique() > 1:
             raise ValueError(
                 f"the frame mixes several {column} values {sorted(frame[column].unique())}; plot one at a time "
@@ -168,8 +173,6 @@ def _ordered_variants(present) -> list[str]:
 
 def _default_variants(frame: pd.DataFrame) -> list[str]:
     """``separate`` and the full method (conflict weighting + distillation) where present, else every variant."""
-    from nhllib.config import VARIANTS
-
     wanted = [n for n, v in VARIANTS.items() if v.single_length or (v.conflict_weighting and v.distillation)]
     present = set(frame["variant"])
     return [v for v in wanted if v in present] or _ordered_variants(present)
@@ -395,8 +398,7 @@ def _conflict_rows(conflicts: pd.DataFrame, figure: str, variants, methods, dist
     if conflicts.empty:
         _skip(figure, "no conflict logs (conflicts.csv exists only for nested multi-length runs)")
         return None
-    tables._require(conflicts, ["run_id", "method", "variant", "seed", "distill_weight", "epoch", "short_length",
-                                "long_length"], "conflicts")
+    require_columns(conflicts, CONFLICT_PLOT_COLUMNS, "conflicts")
     # runs of a λ sweep would otherwise be averaged with the main runs as if they were more seeds
     rows = tables.select(tables.main_comparison(conflicts, distill_weight), variant=variants, method=methods)
     if rows.empty:
@@ -536,14 +538,11 @@ def plot_weights(history: pd.DataFrame, variants: Sequence[str] | None = None,
     """Figure 4d: the applied per-length weights over training (history ``weight``), by default for the
     variants that apply the conflict weighting; lines: mean over seeds, band: ± one std."""
     if variants is None:
-        from nhllib.config import VARIANTS
-
         variants = [name for name, v in VARIANTS.items() if v.conflict_weighting]
     if history.empty or "metric" not in history.columns:
         _skip("weights", "no history")
         return None
-    tables._require(history, ["run_id", "method", "variant", "seed", "distill_weight", "epoch", "split", "metric",
-                              "value", "code_length"], "history")
+    require_columns(history, HISTORY_PLOT_COLUMNS, "history")
     rows = history[(history["split"] == "train") & (history["metric"] == "weight")]
     rows = tables.main_comparison(rows, distill_weight)
     rows = tables.select(rows, variant=list(variants), method=methods)
@@ -706,8 +705,7 @@ def plot_curves(curves: pd.DataFrame, kind: str = "pr", variants: Sequence[str] 
     if curves.empty:
         _skip(f"curves_{kind}", "no curves")
         return None
-    tables._require(curves, ["run_id", "method", "variant", "seed", "distill_weight", "code_length", "curve", "x",
-                             "precision", "recall"], "curves")
+    require_columns(curves, CURVE_PLOT_COLUMNS, "curves")
     data = tables.main_comparison(curves, distill_weight)
     rows = data[data["curve"] == kind].dropna(subset=["precision"])
     rows = tables.select(rows, variant=_default_variants(rows) if variants is None else list(variants))
@@ -829,8 +827,7 @@ def plot_retrieval_tradeoff(frame: pd.DataFrame, threshold: float = 0.99) -> Fig
     of the k result slots filled where a configuration returns fewer than k items (``filled_at_k``).
     Optional ``study`` and ``run_id`` columns name the source in the caption.
     """
-    tables._require(frame, ["strategy", "ranking_bits", "ms_per_query", "bits_scanned", "map_ratio", "k",
-                            "db_size", "n_queries"], "frame")
+    require_columns(frame, TRADEOFF_PLOT_COLUMNS, "frame")
     if frame.empty:
         raise ValueError("frame has no rows; pass the table compare_strategies returned")
     import seaborn as sns

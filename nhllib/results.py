@@ -4,6 +4,9 @@ Layout: ``<root>/<study>/<run_id>/`` with ``config.json``, ``history.csv``, ``me
 ``curves.csv``, ``timing.json``, optionally ``codes.npz`` and the executed notebook, and last of all the
 marker ``COMPLETE``. A folder without the marker is incomplete (a crash or a kill) and is redone; a complete one
 is kept unless ``overwrite=True``. ``results/README.md`` documents every column.
+
+This module owns that schema: the column lists of every table, the ``codes.npz`` writer and reader, the public
+column check :func:`require_columns` and :func:`load_study`, the one loader of the analysis notebooks.
 """
 
 from __future__ import annotations
@@ -16,14 +19,54 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["RunStore", "RunExistsError", "load_results", "load_runs", "complete_runs", "COMPLETE_MARKER", "atomic_write_text"]
+import numpy as np
+
+from nhllib.retrieval.packing import as_packed
+
+__all__ = [
+    "RunStore", "RunExistsError", "load_results", "load_runs", "load_study", "Study", "complete_runs", "find_run",
+    "COMPLETE_MARKER", "atomic_write_text", "require_columns", "write_codes", "read_codes", "RunCodes",
+    "METRIC_COLUMNS", "METRIC_KEYS", "HISTORY_COLUMNS", "CONFLICT_COLUMNS", "RUN_KEYS", "RUN_COLUMNS",
+    "CONTEXT_COLUMNS", "CONFLICT_PLOT_COLUMNS", "HISTORY_PLOT_COLUMNS", "CURVE_PLOT_COLUMNS", "TRADEOFF_PLOT_COLUMNS",
+    "CODES_FILE", "LAYOUT", "flat_config",
+]
 
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "COMPLETE"
 KEEP_ON_RESET = (".ipynb", ".log", ".yaml")  # papermill is writing these while the run resets
+
+
+#: Columns of each run's ``metrics.csv``, ``history.csv`` and ``conflicts.csv`` (results/README.md explains them).
+METRIC_COLUMNS = [
+    "run_id", "study", "method", "variant", "dataset", "backbone", "code_length", "weighting", "distill_weight",
+    "seed", "metric", "value",
+]
+HISTORY_COLUMNS = ["epoch", "code_length", "split", "metric", "value"]
+CONFLICT_COLUMNS = [
+    "epoch", "short_length", "long_length", "steps", "conflict_rate", "mean_cosine", "mean_dot", "mean_alpha",
+]
+#: The metric columns the analysis (nhllib.tables, nhllib.plots) relies on.
+METRIC_KEYS = ("run_id", "study", "method", "variant", "code_length", "distill_weight", "seed", "metric", "value")
+#: What identifies a run in the analysis; tables read from history / conflicts / curves get them by attach_runs.
+RUN_KEYS = ("run_id", "method", "variant", "seed", "distill_weight")
+#: One row per run in nhllib.tables.run_index.
+RUN_COLUMNS = ("study", "run_id", "method", "variant", "dataset", "backbone", "weighting", "distill_weight", "seed")
+#: Columns that describe a run's setting; those taking several values in a study become grouping keys.
+CONTEXT_COLUMNS = ("dataset", "backbone")
+#: What the figures read from conflicts.csv, history.csv and curves.csv once joined to their runs.
+CONFLICT_PLOT_COLUMNS = (*RUN_KEYS, "epoch", "short_length", "long_length")
+HISTORY_PLOT_COLUMNS = (*RUN_KEYS, "epoch", "split", "metric", "value", "code_length")
+CURVE_PLOT_COLUMNS = (*RUN_KEYS, "code_length", "curve", "x", "precision", "recall")
+#: What the retrieval trade-off figure reads from a compare_strategies table.
+TRADEOFF_PLOT_COLUMNS = ("strategy", "ranking_bits", "ms_per_query", "bits_scanned", "map_ratio", "k", "db_size",
+                         "n_queries")
+CODES_FILE = "codes.npz"
+#: Version of the ``config`` mapping in ``config.json``: 1 was one flat mapping of 33 fields (runs written before
+#: the configuration had parts); 2 nests the parts (data, model, hashing, training) and says so in ``layout``.
+LAYOUT = 2
 
 
 class RunExistsError(FileExistsError):
@@ -101,6 +144,106 @@ class RunStore:
         self.write_json(COMPLETE_MARKER, {"finished": datetime.now(timezone.utc).isoformat()})
 
 
+def flat_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat form of a stored or given run configuration, whatever its layout (the layout-1 migration).
+
+    Layout 1 is already flat; layout 2 nests the parts, and no top-level field is a mapping, so every mapping
+    at the top is a part. Structural only, nothing is validated: readers of old result folders need no torch.
+    """
+    if not isinstance(values, Mapping):
+        raise ValueError(f"a run configuration must be a mapping, got {type(values).__name__}")
+    layout = values.get("layout", 1)
+    if layout not in (1, LAYOUT):
+        raise ValueError(f"unknown config layout {layout!r}; this version reads layouts 1 and {LAYOUT}")
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "layout":
+            continue
+        if layout == LAYOUT and isinstance(value, Mapping):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def require_columns(frame, columns: Iterable[str], name: str) -> None:
+    """Check that ``frame`` is a DataFrame with ``columns``; the error names the frame, the missing columns and
+    how such a frame is made (``TypeError`` for a non-frame, ``KeyError`` for missing columns)."""
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(
+            f"{name} lacks column(s) {missing}; it has {list(frame.columns)} (load tables with "
+            f"nhllib.results.load_study, or load_results and nhllib.tables.attach_runs)"
+        )
+
+
+def write_codes(run_dir: str | Path, query_codes: np.ndarray, db_codes: np.ndarray, query_labels: np.ndarray,
+                db_labels: np.ndarray, code_lengths) -> Path:
+    """Write ``codes.npz`` atomically: the real-valued codes of the longest length, packed by sign.
+
+    Labels are stored as uint8 rows; ``code_lengths`` lets a reader search the nested prefixes.
+    """
+    run_dir = Path(run_dir)
+    target = run_dir / CODES_FILE
+    tmp = run_dir / f".{CODES_FILE}.tmp.npz"
+    np.savez_compressed(
+        tmp, query_codes=np.packbits(query_codes > 0, axis=1), db_codes=np.packbits(db_codes > 0, axis=1),
+        code_length=max(code_lengths), code_lengths=np.array(code_lengths),
+        query_labels=query_labels.astype(np.uint8), db_labels=db_labels.astype(np.uint8),
+    )
+    tmp.replace(target)
+    return target
+
+
+RunCodes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]
+
+
+def read_codes(run_dir: str | os.PathLike) -> RunCodes:
+    """Codes and labels a run saved: ``(query_codes, db_codes, query_labels, db_labels, code_lengths)``.
+
+    ``run_dir`` is a run folder holding ``codes.npz`` (or the ``.npz`` file itself). Codes come back
+    packed (``uint8``, ``numpy.packbits`` layout) at the longest length; files holding real ±1 codes are
+    packed on loading. Labels are returned as stored (multi-hot rows or class ids).
+    """
+    path = Path(run_dir)
+    path = path if path.suffix == ".npz" else path / "codes.npz"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no codes file at {path}: the run folder must hold codes.npz (written by a complete training run "
+            "with save_codes) or the path must name an .npz with query_codes, db_codes, query_labels, db_labels"
+        )
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"query_codes", "db_codes", "query_labels", "db_labels"} - set(data.files)
+        if missing:
+            raise KeyError(f"{path} lacks the arrays {sorted(missing)}")
+        arrays = {name: data[name] for name in data.files}
+    db = arrays["db_codes"]
+    if db.ndim != 2:
+        raise ValueError(f"{path}: db_codes must be 2-D, got shape {db.shape}")
+    width = db.shape[1] * 8 if db.dtype == np.uint8 else db.shape[1]
+    if "code_lengths" in arrays:
+        lengths = tuple(int(v) for v in np.atleast_1d(arrays["code_lengths"]))
+    elif "code_length" in arrays:
+        lengths = (int(arrays["code_length"]),)
+    else:
+        logger.warning("%s has no code_lengths; treating the codes as one %d-bit code (no nested search)",
+                       path, width)
+        lengths = (width,)
+    if max(lengths) != width:
+        raise ValueError(f"{path}: the codes are {width} bits wide but code_lengths is {lengths}")
+    query_codes = as_packed(arrays["query_codes"], width, "query_codes")
+    db_codes = as_packed(db, width, "db_codes")
+    for name, labels, codes in (("query", arrays["query_labels"], query_codes), ("db", arrays["db_labels"], db_codes)):
+        if len(labels) != len(codes):
+            raise ValueError(f"{path}: {name}_labels has {len(labels)} rows but {name}_codes has {len(codes)}")
+    return query_codes, db_codes, arrays["query_labels"], arrays["db_labels"], lengths
+
+
+
 def complete_runs(root: str | Path, study: str | None = None) -> list[Path]:
     """Folders of complete runs under ``root`` (one study, or all)."""
     root = Path(root)
@@ -149,8 +292,58 @@ def load_runs(root: str | Path = "results", study: str | None = None):
     rows = []
     for run_dir in complete_runs(root, study):
         info = json.loads((run_dir / "config.json").read_text())
-        config = dict(info["config"])
+        config = flat_config(info["config"])
         config["code_lengths"] = "-".join(str(n) for n in config["code_lengths"])
         config.pop("loss_hparams", None)
         rows.append({"run_id": run_dir.name, **config, "study": run_dir.parent.name, "device": info.get("device")})
     return pd.DataFrame(rows)
+
+
+def find_run(results_root: str | os.PathLike, study: str, method: str, variant: str, seed: int) -> Path:
+    """The folder of the complete run of ``method`` × ``variant`` × ``seed`` at the study's main λ.
+
+    The main λ is :func:`nhllib.tables.reference_distill_weight` (runs of a λ sweep are left out). Among
+    several matching runs (e.g. different code lengths) the one with the most code lengths is taken.
+    """
+    from nhllib import tables
+
+    runs = load_runs(results_root, study)
+    matching = tables.select(runs, method=method, variant=variant, seed=seed) if not runs.empty else runs
+    if not matching.empty:
+        matching = tables.main_comparison(matching.assign(distill_weight=matching["distill_weight"].astype(float)),
+                                          tables.reference_distill_weight(runs))
+    if matching.empty:
+        have = sorted({(r.method, r.variant, int(r.seed)) for r in runs.itertuples()}) if not runs.empty else []
+        raise FileNotFoundError(
+            f"no complete run of method {method!r}, variant {variant!r}, seed {seed} in study {study!r} under "
+            f"{results_root} (at the main distillation weight); runs there (method, variant, seed): "
+            f"{have[:20]}{' ...' if len(have) > 20 else ''}"
+        )
+    order = matching.assign(_n=matching["code_lengths"].astype(str).str.count("-")).sort_values(
+        ["_n", "run_id"], ascending=[False, True])
+    if len(order) > 1:
+        logger.info("%d runs match; using %s", len(order), order["run_id"].iloc[0])
+    return Path(results_root) / study / str(order["run_id"].iloc[0])
+
+
+class Study(NamedTuple):
+    """The tables of one study, each joined to its runs' keys (:data:`RUN_KEYS`)."""
+
+    runs: Any  # one row per run (nhllib.tables.run_index: the λ in effect)
+    metrics: Any
+    history: Any
+    conflicts: Any
+    curves: Any
+
+
+def load_study(root: str | Path = "results", study: str | None = None) -> Study:
+    """Every table of the complete runs of ``study``, ready for :mod:`nhllib.tables` and :mod:`nhllib.plots`."""
+    from nhllib import tables
+
+    metrics = load_results(root, study)
+    runs = tables.run_index(metrics)
+    return Study(
+        runs=runs, metrics=metrics,
+        **{name: tables.attach_runs(load_results(root, study, f"{name}.csv"), runs)
+           for name in ("history", "conflicts", "curves")},
+    )

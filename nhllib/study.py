@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nhllib.config import VARIANTS, RunConfig
+from nhllib.config import RunConfig
 from nhllib.executors import EXECUTORS, LocalExecutor, SlurmOptions, make_executor
 from nhllib.results import RunStore
 
@@ -156,17 +156,14 @@ _NOTEBOOK_ONLY = ("results_root", "progress")  # training-notebook parameters th
 
 
 def _train_parameters(cfg: RunConfig, results_root: Path) -> dict[str, Any]:
-    params = cfg.to_dict()
+    params = cfg.flat()
     params["results_root"] = str(results_root)
     params["progress"] = False
     return params
 
 
 def _label(number: int, total: int, cfg: RunConfig) -> str:
-    label = f"[{number}/{total}] {cfg.method} {cfg.variant} {'/'.join(map(str, cfg.code_lengths))} seed={cfg.seed}"
-    if VARIANTS[cfg.variant].distillation and cfg.distill_weight != RunConfig.distill_weight:
-        label += f" λ={cfg.distill_weight}"
-    return label
+    return f"[{number}/{total}] {cfg.label}"
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,16 @@ so those functions raise instead. ``dataset`` and ``backbone`` become grouping k
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from nhllib.results import CONTEXT_COLUMNS, METRIC_KEYS, RUN_COLUMNS, require_columns
+from nhllib.vocab import VARIANTS
+
 __all__ = [
-    "METRIC_COLUMNS",
     "SPEEDUP_SUMMARY_COLUMNS",
     "attach_runs",
     "conflict_summary",
@@ -44,9 +46,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ("run_id", "study", "method", "variant", "code_length", "distill_weight", "seed", "metric", "value")
-CONTEXT_COLUMNS = ("dataset", "backbone")
-RUN_COLUMNS = ("study", "run_id", "method", "variant", "dataset", "backbone", "weighting", "distill_weight", "seed")
 
 
 # ---------------------------------------------------------------- helpers
@@ -54,30 +53,15 @@ RUN_COLUMNS = ("study", "run_id", "method", "variant", "dataset", "backbone", "w
 
 def variant_order() -> list[str]:
     """Variant names in the study's order (the ``VARIANTS`` registry)."""
-    from nhllib.config import VARIANTS  # imported here: the registry pulls in torch
-
     return list(VARIANTS)
 
 
 def single_length_variant() -> str:
     """The baseline variant that trains one model per code length (``separate``)."""
-    from nhllib.config import VARIANTS
-
     names = [name for name, variant in VARIANTS.items() if variant.single_length]
     if len(names) != 1:
         raise ValueError(f"expected exactly one single-length variant in VARIANTS, found {names}")
     return names[0]
-
-
-def _require(frame: pd.DataFrame, columns: Iterable[str], name: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise KeyError(
-            f"{name} lacks column(s) {missing}; it has {list(frame.columns)} (load metrics with "
-            f"nhllib.results.load_results and join other tables to their runs with nhllib.tables.attach_runs)"
-        )
 
 
 def _context(frame: pd.DataFrame) -> list[str]:
@@ -111,7 +95,7 @@ def format_mean_std(mean: float, std: float, digits: int = 3, suffix: str = "", 
 
 def summarize(frame: pd.DataFrame, keys: Sequence[str], value: str = "value") -> pd.DataFrame:
     """Mean, sample std (ddof=1) and count of ``value`` per group of ``keys``."""
-    _require(frame, [*keys, value], "frame")
+    require_columns(frame, [*keys, value], "frame")
     out = frame.groupby(list(keys), dropna=False, sort=True)[value].agg(["mean", "std", "count"]).reset_index()
     return out.rename(columns={"count": "n"})
 
@@ -132,7 +116,7 @@ def _check_unique_seeds(rows: pd.DataFrame, keys: Sequence[str], what: str) -> N
 
 def _per_length(metrics: pd.DataFrame, metric: str, name: str = "metrics") -> pd.DataFrame:
     """Rows of one per-length metric, with an integer ``code_length``."""
-    _require(metrics, METRIC_COLUMNS, name)
+    require_columns(metrics, METRIC_KEYS, name)
     rows = metrics[(metrics["metric"] == metric) & metrics["code_length"].notna()].copy()
     if rows.empty and not metrics.empty and metric not in set(metrics["metric"]):
         raise KeyError(f"{name} has no metric {metric!r}; available: {sorted(metrics['metric'].unique())}")
@@ -157,7 +141,7 @@ def run_index(metrics: pd.DataFrame) -> pd.DataFrame:
     if isinstance(metrics, pd.DataFrame) and metrics.empty:
         raise ValueError("metrics is empty: no complete run was found; check results_root and study "
                          "(nhllib.results.load_results returns an empty frame when no run is complete)")
-    _require(metrics, METRIC_COLUMNS, "metrics")
+    require_columns(metrics, METRIC_KEYS, "metrics")
     columns = [c for c in RUN_COLUMNS if c in metrics.columns]
     runs = metrics[columns].drop_duplicates("run_id").reset_index(drop=True)
     lengths = (
@@ -175,10 +159,10 @@ def attach_runs(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     ``runs`` is :func:`run_index` (recommended: effective λ) or :func:`nhllib.results.load_runs`. Columns
     already in ``frame`` are kept from ``frame``. An empty ``frame`` gives an empty frame.
     """
-    _require(runs, ["run_id"], "runs")
+    require_columns(runs, ["run_id"], "runs")
     if frame.empty:
         return pd.DataFrame(columns=list(dict.fromkeys([*frame.columns, *runs.columns])))
-    _require(frame, ["run_id"], "frame")
+    require_columns(frame, ["run_id"], "frame")
     extra = [c for c in runs.columns if c not in frame.columns]
     joined = frame.merge(runs[["run_id", *extra]].drop_duplicates("run_id"), on="run_id", how="left")
     unknown = joined.loc[joined[extra[0]].isna(), "run_id"].unique() if extra else []
@@ -198,7 +182,7 @@ def select(frame: pd.DataFrame, **equals) -> pd.DataFrame:
             continue
         if out.empty:
             return out
-        _require(out, [column], "frame")
+        require_columns(out, [column], "frame")
         if isinstance(value, (list, tuple, set, frozenset)):
             out = out[out[column].isin(list(value))]
         else:
@@ -213,7 +197,7 @@ def reference_distill_weight(frame: pd.DataFrame) -> float | None:
     """
     if frame.empty:
         return None
-    _require(frame, ["run_id", "distill_weight"], "frame")
+    require_columns(frame, ["run_id", "distill_weight"], "frame")
     runs = frame.drop_duplicates("run_id")
     counts = runs.loc[runs["distill_weight"] > 0, "distill_weight"].value_counts()
     if counts.empty:
@@ -230,7 +214,7 @@ def main_comparison(frame: pd.DataFrame, distill_weight: float | None = None) ->
     """
     if frame.empty:
         return frame
-    _require(frame, ["distill_weight"], "frame")
+    require_columns(frame, ["distill_weight"], "frame")
     lam = reference_distill_weight(frame) if distill_weight is None else float(distill_weight)
     keep = frame["distill_weight"] == 0
     if lam is not None:
@@ -262,7 +246,7 @@ def map_table(metrics: pd.DataFrame, metric: str = "map", digits: int = 3) -> pd
 
 def pivot_lengths(table: pd.DataFrame, value: str = "formatted") -> pd.DataFrame:
     """Wide view of a per-length table: one row per method × variant × λ, one column per code length."""
-    _require(table, ["code_length", value], "table")
+    require_columns(table, ["code_length", value], "table")
     index = [c for c in table.columns if c in (*CONTEXT_COLUMNS, "method", "variant", "distill_weight")]
     if table.empty:
         return pd.DataFrame(columns=index)
@@ -291,7 +275,7 @@ def speedup_per_seed(metrics: pd.DataFrame) -> pd.DataFrame:
     way. Only seeds for which a separate run exists for EVERY length of the nested run count; others are
     skipped (logged at INFO).
     """
-    _require(metrics, METRIC_COLUMNS, "metrics")
+    require_columns(metrics, METRIC_KEYS, "metrics")
     keys = [*_context(metrics), "method", "variant", "distill_weight", "seed", "code_lengths"]
     if metrics.empty:
         return pd.DataFrame(columns=[*keys, *SPEEDUP_VALUES])
@@ -437,7 +421,7 @@ def conflict_summary(conflicts: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     columns = [*keys, "n_runs", "epochs", *values, "formatted"]
     if conflicts.empty:
         return pd.DataFrame(columns=columns)
-    _require(conflicts, ["run_id", *keys, "epoch", "steps", "conflict_rate", "mean_cosine", "mean_alpha"],
+    require_columns(conflicts, ["run_id", *keys, "epoch", "steps", "conflict_rate", "mean_cosine", "mean_alpha"],
              "conflicts")
     conflicts = conflicts.astype({"epoch": int, "steps": float, "conflict_rate": float, "mean_cosine": float,
                                   "mean_alpha": float})
@@ -474,7 +458,7 @@ def weight_summary(history: pd.DataFrame) -> pd.DataFrame:
     columns = [*keys, "n_runs", "first", "last", "mean", "min"]
     if history.empty:
         return pd.DataFrame(columns=columns)
-    _require(history, ["run_id", "epoch", "split", "metric", "value", *keys], "history")
+    require_columns(history, ["run_id", "epoch", "split", "metric", "value", *keys], "history")
     rows = history[(history["split"] == "train") & (history["metric"] == "weight")].copy()
     if rows.empty:
         return pd.DataFrame(columns=columns)

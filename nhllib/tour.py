@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
 
-from nhllib.utils import check_positive_int
+from nhllib.checks import check_positive_int
+from nhllib.results import require_columns
 
 __all__ = [
     "codes_at_distances",
@@ -37,11 +38,7 @@ _PAIR_COLORS = {"relevant": "#1b9e77", "irrelevant": "#d95f02"}
 
 
 def _require(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise KeyError(f"{name} lacks column(s) {missing}; expected {list(columns)}")
+    require_columns(frame, columns, name)
     if frame.empty:
         raise ValueError(f"{name} is empty; nothing to plot")
 

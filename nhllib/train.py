@@ -1,9 +1,9 @@
 """One training loop for single-length and nested hashing models.
 
-``fit`` never looks at a method name: it receives one loss object per code length, a weighting strategy and a
-distillation weight. Its pieces (``train_epoch``, ``evaluate_model``) are separate functions so that a
-distributed driver can reuse them; ``fit`` keeps no global state and writes nothing to disk (the caller does,
-once, through :mod:`nhllib.results`).
+``fit`` never looks at a method name: it receives one loss object per code length, a weighting strategy, the
+run's :class:`~nhllib.config.TrainingConfig` and a distillation weight. Its pieces (``train_step``,
+``train_epoch``, ``evaluate_model``) are separate functions so that a distributed driver can reuse them;
+``fit`` keeps no global state and writes nothing to disk (the caller does, once, through :mod:`nhllib.results`).
 
 Protocol choices (METHOD.md §4 lists the reference's flaws they avoid):
 - model selection and early stopping on the **validation** split only (mean mAP over lengths); the query split
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from nhllib.config import TrainingConfig
 from nhllib.conflicts import ConflictLog
 from nhllib.distill import cascade_distillation
 from nhllib.distributed import DataParallel, broadcast_object
@@ -30,29 +31,15 @@ from nhllib.evaluate import encode, evaluate_nested
 from nhllib.losses import per_length_losses
 from nhllib.model import HashingModel
 from nhllib.utils import synchronize
-from nhllib.weighting import ConflictAware, WeightingStrategy
+from nhllib.weighting import WeightingResult, WeightingStrategy
 
-__all__ = ["TrainSettings", "FitResult", "NonFiniteLossError", "fit", "train_epoch", "evaluate_model"]
+__all__ = ["FitResult", "NonFiniteLossError", "fit", "train_epoch", "train_step", "evaluate_model"]
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
     """The objective became NaN or infinite."""
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    epochs: int = 30
-    eval_every: int = 2
-    patience: int = 3  # evaluations without improvement before stopping; 0: never stop early
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    distill_weight: float = 0.0  # λ; 0 switches distillation off
-    amp: bool = False  # mixed precision (CUDA only)
-    topk: int | None = None
-    ties: str = "expected"
-    progress: bool = True
 
 
 @dataclass
@@ -73,14 +60,15 @@ class FitResult:
 
 def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill_weight: float,
                 parallel: DataParallel | None = None):
-    """Per-length objectives O_k, plus this rank's codes and the features they came from (for the weighting).
+    """Per-length objectives O_k, plus this rank's codes and the features they came from (for the weighting; None
+    when the codes are not a linear map of the features).
 
     With ``parallel`` the losses and the distillation see the global batch (every rank's codes, labels and
     indices); the codes and features returned stay this rank's, whose gradients the weighting takes.
     """
     images, labels, index = batch
     codes, features = model(images, return_features=True) if parallel is None else parallel.forward(images)
-    seen = codes if parallel is None else None
+    seen = codes
     if parallel is not None:
         seen, labels, index = parallel.gather(codes, labels, index)
     per_length = per_length_losses(losses, seen, labels, index)
@@ -88,7 +76,8 @@ def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill
         distill = cascade_distillation(seen)
         # O_k = ℓ_k + λ D_k for k < K and O_K = ℓ_K: every length keeps its own loss (the release drops ℓ_K).
         per_length = per_length + distill_weight * torch.cat([distill, distill.new_zeros(1)])
-    return per_length, codes, features
+    # The weighting's one-backward shortcut needs h_k linear in the features; without it, it takes K gradients.
+    return per_length, codes, features if model.codes_are_linear else None
 
 
 def _check_finite(objectives: torch.Tensor, lengths: Sequence[int], epoch: int, step: int) -> None:
@@ -101,17 +90,55 @@ def _check_finite(objectives: torch.Tensor, lengths: Sequence[int], epoch: int, 
         )
 
 
+def train_step(
+    model: HashingModel,
+    losses: Sequence[nn.Module],
+    batch,
+    optimizer: torch.optim.Optimizer,
+    weighting: WeightingStrategy,
+    distill_weight: float,
+    where: tuple[int, int] = (0, 0),
+    scaler: torch.amp.GradScaler | None = None,
+    parallel: DataParallel | None = None,
+) -> tuple[torch.Tensor, WeightingResult]:
+    """One optimisation step on ``batch`` (already on the device); returns the detached per-length objectives
+    and the weighting's result. ``where`` is (epoch, step), named by the error if an objective is not finite.
+
+    The one backward path: the weighting's result says where the backward starts (at the objectives, or at the
+    codes when it already holds ∂O_k/∂h_k) and the step runs it, whatever the strategy. With ``parallel``
+    (data-parallel training, :mod:`nhllib.distributed`) the losses see the global batch and the backward's
+    parameter gradients are averaged over ranks; ``batch`` is this rank's share.
+    """
+    device_type = batch[0].device.type
+    with torch.autocast(device_type=device_type, enabled=scaler is not None):
+        objectives, codes, features = _objectives(model, losses, batch, distill_weight, parallel)
+    objectives = objectives.float()
+    _check_finite(objectives, model.code_lengths, *where)
+    outcome = weighting(objectives, model.shared_weight, codes=codes, features=features)
+    optimizer.zero_grad(set_to_none=True)
+    tensors, grads = outcome.backward_inputs(objectives, codes, None if scaler is None else scaler.scale)
+    torch.autograd.backward(tensors, grads)
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+    return objectives.detach(), outcome
+
+
 def train_epoch(
     model: HashingModel,
     losses: Sequence[nn.Module],
     loader,
     optimizer: torch.optim.Optimizer,
     weighting: WeightingStrategy,
-    settings: TrainSettings,
     epoch: int,
     device: torch.device,
+    *,
+    distill_weight: float = 0.0,
     conflict_log: ConflictLog | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    progress: bool = False,
     parallel: DataParallel | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the mean per-length objectives and the step count."""
@@ -122,34 +149,17 @@ def train_epoch(
     totals = torch.zeros(len(lengths), device=device)
     steps = 0
     iterator = loader
-    if settings.progress:
+    if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(loader, desc=f"epoch {epoch}", leave=False, unit="batch")
     for step, batch in enumerate(iterator):
         batch = tuple(t.to(device, non_blocking=True) for t in batch)
-        with torch.autocast(device_type=device.type, enabled=scaler is not None):
-            objectives, codes, features = _objectives(model, losses, batch, settings.distill_weight, parallel)
-        objectives = objectives.float()
-        _check_finite(objectives, lengths, epoch, step)
-        weights = weighting(objectives, model.shared_weight, codes=codes, features=features)
-        if conflict_log is not None and weighting.last_stats is not None:
-            conflict_log.add(weighting.last_stats, weights)
-        optimizer.zero_grad(set_to_none=True)
-        code_grads = weighting.last_code_grads
-        if scaler is not None:
-            scaler.scale((weights * objectives).sum()).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        elif code_grads is not None and all(g is not None for g in code_grads):
-            # ∂(Σ w_k O_k)/∂h_k = w_k ∂O_k/∂h_k, already computed by the weighting: start the backward at the
-            # codes rather than traversing the losses a second time (same gradients).
-            torch.autograd.backward(list(codes), [w * g for w, g in zip(weights, code_grads)])
-            optimizer.step()
-        else:
-            (weights * objectives).sum().backward()
-            optimizer.step()
-        totals += objectives.detach()
+        objectives, outcome = train_step(model, losses, batch, optimizer, weighting, distill_weight,
+                                         (epoch, step), scaler, parallel)
+        if conflict_log is not None and outcome.stats is not None:
+            conflict_log.add(outcome.stats, outcome.weights)
+        totals += objectives
         steps += 1
     if steps == 0:
         raise ValueError("the training loader yielded no batch; check the split sizes and batch_size")
@@ -175,38 +185,41 @@ def fit(
     model: HashingModel,
     losses: Sequence[nn.Module],
     data,
-    settings: TrainSettings,
+    training: TrainingConfig,
     weighting: WeightingStrategy,
     device: torch.device,
+    *,
+    distill_weight: float = 0.0,
+    progress: bool = True,
     parallel: DataParallel | None = None,
 ) -> FitResult:
     """Train ``model`` with one loss per code length; early-stop on validation mAP; see the module docstring.
 
     ``data`` provides ``train``, ``validation`` (may be None), ``query`` and ``database`` loaders yielding
-    ``(images, multi-hot labels, index)``. Returns the history, timings, conflict log and the best state.
-    With ``parallel`` (data-parallel training, :mod:`nhllib.distributed`), ``data.train`` yields this rank's
-    share of each global batch, and rank 0 evaluates and shares the scores, so every rank selects and stops
-    at the same epoch.
+    ``(images, multi-hot labels, index)``. ``distill_weight`` is the λ in effect (0: no distillation).
+    Returns the history, timings, conflict log and the best state. With ``parallel`` (data-parallel training,
+    :mod:`nhllib.distributed`), ``data.train`` yields this rank's share of each global batch, and rank 0 evaluates
+    and shares the scores, so every rank selects and stops at the same epoch.
     """
     if len(losses) != len(model.code_lengths):
         raise ValueError(f"need one loss per code length {model.code_lengths}, got {len(losses)} losses")
     model.to(device)
     for loss in losses:
         loss.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if settings.amp and device.type == "cuda" else None
-    monitors = isinstance(weighting, ConflictAware)
-    result = FitResult(conflicts=ConflictLog(model.code_lengths) if monitors else None)
+    optimizer = torch.optim.Adam(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if training.amp and device.type == "cuda" else None
+    result = FitResult(conflicts=ConflictLog(model.code_lengths) if weighting.monitors_conflicts else None)
     selection_split = "validation" if data.validation is not None else None
     best_score, evaluations_without_gain = -float("inf"), 0
 
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(1, training.epochs + 1):
         for loss in losses:
             loss.set_epoch(epoch)
         synchronize(device)
         start = time.perf_counter()
-        epoch_log = train_epoch(model, losses, data.train, optimizer, weighting, settings, epoch, device,
-                                result.conflicts, scaler, parallel)
+        epoch_log = train_epoch(model, losses, data.train, optimizer, weighting, epoch, device,
+                                distill_weight=distill_weight, conflict_log=result.conflicts, scaler=scaler,
+                                progress=progress, parallel=parallel)
         synchronize(device)
         epoch_time = time.perf_counter() - start
         result.train_time_s += epoch_time
@@ -221,11 +234,11 @@ def fit(
                 result.history.append(_row(epoch, row["code_length"], "train", "weight", row["weight"]))
                 result.history.append(_row(epoch, row["code_length"], "train", "rule_weight", row["rule_weight"]))
 
-        if epoch % settings.eval_every and epoch != settings.epochs:
+        if epoch % training.eval_every and epoch != training.epochs:
             continue
         start = time.perf_counter()
         main = parallel is None or parallel.ctx.is_main
-        scores = evaluate_model(model, data, device, settings.topk, settings.ties) if main else None
+        scores = evaluate_model(model, data, device, training.topk, training.ties) if main else None
         if parallel is not None:
             scores = broadcast_object(scores)
         eval_time = time.perf_counter() - start
@@ -246,7 +259,7 @@ def fit(
             result.best_state = copy.deepcopy(model.state_dict())
         else:
             evaluations_without_gain += 1
-            if settings.patience and evaluations_without_gain >= settings.patience:
+            if training.patience and evaluations_without_gain >= training.patience:
                 result.stopped_early = True
                 logger.info("early stop at epoch %d (best epoch %d)", epoch, result.best_epoch)
                 break

@@ -12,16 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "resolve_device", "git_commit", "package_versions", "synchronize", "check_positive_int"]
+__all__ = ["seed_everything", "resolve_device", "git_commit", "package_versions", "synchronize"]
 
 logger = logging.getLogger(__name__)
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is an int >= 1 (not a bool), else raise a ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def seed_everything(seed: int) -> None:

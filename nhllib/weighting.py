@@ -26,14 +26,15 @@ from dataclasses import dataclass
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from nhllib.nested import validate_code_lengths
-from nhllib.utils import check_positive_int
+from nhllib.checks import check_positive_int, validate_code_lengths
+from nhllib.vocab import THRESHOLD_NORMS
 
 __all__ = [
     "ConflictStats",
     "conflict_weights",
     "ConflictRule",
     "weights_from_alpha",
+    "WeightingResult",
     "WeightingStrategy",
     "Uniform",
     "Static",
@@ -41,7 +42,7 @@ __all__ = [
     "THRESHOLD_NORMS",
 ]
 
-THRESHOLD_NORMS = ("own", "shortest")
+
 
 
 @dataclass(frozen=True)
@@ -183,24 +184,47 @@ def _weights_from_alpha(alpha: torch.Tensor, upper: torch.Tensor,
     return capped, raw_weights, weights
 
 
-class WeightingStrategy:
-    """Interface used by training: ``strategy(objectives, shared_weight) -> detached weights (K,)``.
+@dataclass(frozen=True)
+class WeightingResult:
+    """What a weighting strategy returns for one step.
 
-    ``objectives`` are the K per-length objectives of the current step (0-dim tensors stacked, still attached to
-    the graph); ``shared_weight`` is the nested layer's weight, or None when the head has none (``heads``).
-    ``last_stats`` holds the most recent :class:`ConflictStats` (None when none was computed this step).
+    ``weights``: detached (K,) weights of the per-length objectives. ``stats``: the conflict statistics when
+    they were computed this step, else None. ``code_grads``: ∂O_k/∂h_k per length when the strategy had to take
+    them anyway (the conflict rule's one-pass gradients), else None; they let the step start its backward at
+    the codes instead of going through the losses a second time.
     """
 
-    needs_shared_weight = False
+    weights: torch.Tensor
+    stats: ConflictStats | None = None
+    code_grads: tuple[torch.Tensor, ...] | None = None
 
-    def __init__(self) -> None:
-        self.last_stats: ConflictStats | None = None
-        # ∂O_k/∂h_k of the last call, when it computed them (ConflictAware's one-pass path); training reuses them
-        # to start the final backward at the codes instead of going through the losses again.
-        self.last_code_grads: list[torch.Tensor | None] | None = None
+    def backward_inputs(self, objectives: torch.Tensor, codes: Sequence[torch.Tensor],
+                        scale: Callable[[torch.Tensor], torch.Tensor] | None = None
+                        ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(tensors, grad_tensors)`` for ``torch.autograd.backward``: the gradient of Σ_k w_k O_k.
+
+        ``scale`` multiplies the seed gradient by a loss scale (mixed precision); the scaled backward always goes
+        through the objectives, where the scale protects the half-precision gradients of the losses.
+        """
+        if scale is None and self.code_grads is not None:
+            # ∂(Σ w_k O_k)/∂h_k = w_k ∂O_k/∂h_k (same gradients, one traversal of the losses fewer).
+            return list(codes), [w * g for w, g in zip(self.weights, self.code_grads)]
+        return [objectives], [self.weights if scale is None else scale(self.weights)]
+
+
+class WeightingStrategy:
+    """Interface used by training: ``strategy(objectives, shared_weight, codes, features) -> WeightingResult``.
+
+    ``objectives`` are the K per-length objectives of the current step (0-dim tensors stacked, still attached to
+    the graph); ``shared_weight`` is the nested layer's weight, or None when the head has none (``heads``);
+    ``codes`` and ``features`` are the step's codes and the features they came from, for strategies that
+    take per-length gradients. ``monitors_conflicts`` says whether the results carry conflict statistics.
+    """
+
+    monitors_conflicts = False
 
     def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
-                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> WeightingResult:
         raise NotImplementedError
 
 
@@ -208,29 +232,26 @@ class Uniform(WeightingStrategy):
     """All weights 1: the plain sum of the per-length objectives (the paper's "w/o A")."""
 
     def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
-                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
-        self.last_stats = None
-        return torch.ones(objectives.shape[0], device=objectives.device)
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> WeightingResult:
+        return WeightingResult(torch.ones(objectives.shape[0], device=objectives.device))
 
 
 class Static(WeightingStrategy):
     """Fixed weights given by the user, e.g. the reference snapshot's heuristic (2.0, 1.5, 1.0); used as given."""
 
     def __init__(self, weights: Sequence[float]) -> None:
-        super().__init__()
         values = torch.as_tensor(list(weights), dtype=torch.float32)
         if values.ndim != 1 or values.numel() == 0 or not torch.isfinite(values).all() or (values <= 0).any():
             raise ValueError(f"Static weights must be a non-empty sequence of positive finite floats, got {weights!r}")
         self.weights = values
 
     def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
-                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> WeightingResult:
         if objectives.shape[0] != self.weights.numel():
             raise ValueError(
                 f"Static has {self.weights.numel()} weights but the model has {objectives.shape[0]} code lengths"
             )
-        self.last_stats = None
-        return self.weights.to(objectives.device)
+        return WeightingResult(self.weights.to(objectives.device))
 
 
 class ConflictAware(WeightingStrategy):
@@ -247,14 +268,14 @@ class ConflictAware(WeightingStrategy):
         statistics but return ones, so conflicts can be measured in runs that do not reweight.
     every:
         Compute the statistics every ``every``-th call; in between, reuse the last weights (``apply=True``)
-        or ones, and set ``last_stats`` to None.
+        or ones, and return no statistics.
     reduce_gradients:
         Applied to the stacked per-length gradients before the rule; data-parallel training passes the
         average over ranks (:meth:`nhllib.distributed.DataParallel.reduce_gradients`) so that every rank
         applies the weights one process would.
     """
 
-    needs_shared_weight = True
+    monitors_conflicts = True
 
     def __init__(
         self,
@@ -265,7 +286,6 @@ class ConflictAware(WeightingStrategy):
         every: int = 1,
         reduce_gradients: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        super().__init__()
         self.reduce_gradients = reduce_gradients
         self._rule = ConflictRule(code_lengths, beta, threshold_norm)  # validates all three
         check_positive_int("every", every)
@@ -278,7 +298,7 @@ class ConflictAware(WeightingStrategy):
         self._last_weights: torch.Tensor | None = None
 
     def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
-                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> WeightingResult:
         if shared_weight is None:
             raise ValueError("ConflictAware needs the nested layer's shared weight; this head has none (heads variant?)")
         k = objectives.shape[0]
@@ -287,19 +307,17 @@ class ConflictAware(WeightingStrategy):
         ones = torch.ones(k, device=objectives.device)
         compute = self._calls % self.every == 0
         self._calls += 1
-        self.last_code_grads = None
         if not compute or k == 1:
-            self.last_stats = None
-            if self.apply and self._last_weights is not None:
-                return self._last_weights
-            return ones
+            held = self._last_weights if self.apply and self._last_weights is not None else ones
+            return WeightingResult(held)
         if self._rule.device != objectives.device:
             self._rule = ConflictRule(self.code_lengths, self.beta, self.threshold_norm, objectives.device)
+        code_grads = None
         if codes is not None and features is not None:
-            self.last_code_grads, rows = self._grads_from_codes(objectives, shared_weight, codes, features)
+            code_grads, rows = self._grads_from_codes(objectives, shared_weight, codes, features)
             if self.reduce_gradients is not None:
                 rows = self.reduce_gradients(rows)
-            weights, self.last_stats = self._rule.from_rows(rows)
+            weights, stats = self._rule.from_rows(rows)
         else:
             grads = [
                 torch.autograd.grad(objectives[i], shared_weight, retain_graph=True, allow_unused=True)[0]
@@ -308,11 +326,11 @@ class ConflictAware(WeightingStrategy):
             grads = torch.stack([torch.zeros_like(shared_weight) if g is None else g for g in grads])
             if self.reduce_gradients is not None:
                 grads = self.reduce_gradients(grads)
-            weights, self.last_stats = self._rule(grads)
+            weights, stats = self._rule(grads)
         if not self.apply:
-            return ones
+            return WeightingResult(ones, stats, code_grads)
         self._last_weights = weights
-        return weights
+        return WeightingResult(weights, stats, code_grads)
 
     @staticmethod
     def _grads_from_codes(objectives: torch.Tensor, shared_weight: torch.nn.Parameter,
@@ -330,4 +348,4 @@ class ConflictAware(WeightingStrategy):
         transposed = pad_sequence([grad.detach().float().T for grad in code_grads])
         if transposed.shape[0] < shared_weight.shape[0]:
             transposed = torch.nn.functional.pad(transposed, (0, 0, 0, 0, 0, shared_weight.shape[0] - transposed.shape[0]))
-        return code_grads, transposed @ features.detach().float()
+        return tuple(code_grads), transposed @ features.detach().float()

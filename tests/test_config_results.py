@@ -6,10 +6,11 @@ from nhllib.study import expand_grid, load_profile
 
 
 def test_run_id_is_deterministic_and_ignores_where_it_runs():
-    a = RunConfig(method="dsh", seed=3)
-    assert a.run_id == RunConfig(method="dsh", seed=3).run_id
-    assert a.run_id == RunConfig(method="dsh", seed=3, device="cpu", study="other", data_dir="elsewhere").run_id
-    assert a.run_id != RunConfig(method="dsh", seed=4).run_id
+    a = RunConfig.from_dict(dict(method="dsh", seed=3))
+    assert a.run_id == RunConfig.from_dict(dict(method="dsh", seed=3)).run_id
+    elsewhere = dict(method="dsh", seed=3, device="cpu", study="other", data_dir="elsewhere")
+    assert a.run_id == RunConfig.from_dict(elsewhere).run_id
+    assert a.run_id != RunConfig.from_dict(dict(method="dsh", seed=4)).run_id
     assert a.run_id.startswith("dsh_nhl_8-16-32-64-128_seed3_")
 
 
@@ -32,7 +33,7 @@ def test_run_id_is_deterministic_and_ignores_where_it_runs():
 )
 def test_bad_parameters_name_the_parameter(params, message):
     with pytest.raises(ValueError, match=message):
-        RunConfig(**params)
+        RunConfig.from_dict(params)
 
 
 def test_from_dict_rejects_unknown_keys():
@@ -71,8 +72,8 @@ def test_grid_expansion_and_errors():
             {"sweep": {"variant": ["nhl", "nhl"]}}]
     configs = expand_grid("s", {"epochs": 2}, grid)
     assert len(configs) == 5  # duplicates collapse
-    assert {c.code_lengths for c in configs[:4]} == {(8,), (16,)}
-    assert all(c.study == "s" and c.epochs == 2 for c in configs)
+    assert {c.model.code_lengths for c in configs[:4]} == {(8,), (16,)}
+    assert all(c.study == "s" and c.training.epochs == 2 for c in configs)
     with pytest.raises(ValueError, match=r"grid block 1 .*method must be one of"):
         expand_grid("s", {}, [{"sweep": {"method": ["nope"]}}])
 

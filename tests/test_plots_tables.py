@@ -443,8 +443,8 @@ def write_fake_study(root: Path, study: str) -> None:
         folder = root / study / run.run_id
         folder.mkdir(parents=True)
         lengths = tuple(int(v) for v in run.code_lengths.split("-"))
-        cfg = RunConfig(study=study, method=run.method, variant=run.variant, code_lengths=lengths,
-                        seed=int(run.seed), distill_weight=float(run.distill_weight) or 1.0, device="cpu")
+        cfg = RunConfig.from_dict(dict(study=study, method=run.method, variant=run.variant, code_lengths=lengths,
+                        seed=int(run.seed), distill_weight=float(run.distill_weight) or 1.0, device="cpu"))
         (folder / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "device": "cpu"}))
         metrics[metrics.run_id == run.run_id].to_csv(folder / "metrics.csv", index=False)
         for name, frame, columns in (

@@ -15,11 +15,11 @@ import pytest
 from matplotlib.figure import Figure
 
 from nhllib import plots
+from nhllib.results import find_run
+from nhllib.results import read_codes as load_run_codes
 from nhllib.retrieval.compare import (
     compare_strategies,
     default_configs,
-    find_run,
-    load_run_codes,
     summarize_tradeoff,
     summary,
 )
@@ -226,8 +226,8 @@ def test_find_run_picks_the_main_lambda(tmp_path):
     made = {}
     for lam in (1.0, 1.0, 0.1):  # two runs at λ = 1 (seeds 0, 1) make it the main λ
         seed = 1 if lam == 1.0 and made else 0
-        cfg = RunConfig(study="s", method="csq", variant="nhl", code_lengths=(8, 16), seed=seed,
-                        distill_weight=lam, device="cpu")
+        cfg = RunConfig.from_dict(dict(study="s", method="csq", variant="nhl", code_lengths=(8, 16), seed=seed,
+                        distill_weight=lam, device="cpu"))
         folder = tmp_path / "s" / cfg.run_id
         folder.mkdir(parents=True)
         (folder / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "device": "cpu"}))
@@ -291,3 +291,19 @@ def test_plot_retrieval_tradeoff_is_complete(tmp_path):
     partial = plots.plot_retrieval_tradeoff(hand_frame().assign(filled_at_k=[1, 1, 0.6, 1, 1]))
     notes = [t.get_text() for ax in partial.axes for t in ax.texts]
     assert notes.count("a (60% of k filled)") == 2 and notes.count("b") == 2
+
+
+def test_a_registered_strategy_runs_without_touching_the_comparison(monkeypatch):
+    """A new strategy is one registry entry: here a shortlist under another name, which must give the same row."""
+    from nhllib.retrieval import strategies
+
+    monkeypatch.setitem(strategies.STRATEGY_REGISTRY, "my_shortlist", strategies.STRATEGY_REGISTRY["shortlist"])
+    rng = np.random.default_rng(1)
+    q, d = rng.standard_normal((20, 32)), rng.standard_normal((400, 32))
+    ql, dl = rng.integers(0, 3, 20), rng.integers(0, 3, 400)
+    configs = [{"strategy": s, "prefix_bits": 16, "shortlist": 100} for s in ("shortlist", "my_shortlist")]
+    frame = compare_strategies(q, d, ql, dl, (16, 32), k=50, configs=configs, rounds=1)
+    mine, theirs = frame.set_index("strategy").loc[["my_shortlist", "shortlist"], ["map_at_k", "bits_scanned"]].values
+    assert list(mine) == list(theirs)
+    with pytest.raises(ValueError, match="strategy must be one of .*my_shortlist"):
+        compare_strategies(q, d, ql, dl, (16, 32), k=50, configs=[{"strategy": "nope"}], rounds=1)

@@ -21,7 +21,7 @@ def data_dir(tmp_path_factory):
 
 
 def tiny(data_dir, **overrides):
-    return RunConfig(**{**TINY, "data_dir": data_dir, **overrides})
+    return RunConfig.from_dict({**TINY, "data_dir": data_dir, **overrides})
 
 
 def test_single_length_and_nested_runs_write_complete_folders(tmp_path, data_dir):
@@ -97,7 +97,7 @@ def test_nan_loss_stops_with_epoch_step_and_length(data_dir, monkeypatch):
 
     monkeypatch.setattr(train_module, "per_length_losses", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2: code length 16 -> nan"):
-        fit(built.model, built.losses, built.data, built.settings, built.weighting, built.device)
+        built.fit()
 
 
 def test_heads_variant_has_separate_heads_and_no_conflict_log(tmp_path, data_dir):
@@ -111,7 +111,7 @@ def test_heads_variant_has_separate_heads_and_no_conflict_log(tmp_path, data_dir
 def test_distillation_and_weighting_switches(data_dir):
     on = build_run(tiny(data_dir, variant="nhl", code_lengths=(8, 16), distill_weight=0.5), progress=False)
     off = build_run(tiny(data_dir, variant="nhl-weight", code_lengths=(8, 16), distill_weight=0.5), progress=False)
-    assert on.settings.distill_weight == 0.5 and off.settings.distill_weight == 0.0
+    assert on.plan.distill_weight == 0.5 and off.plan.distill_weight == 0.0
     assert on.weighting.apply and off.weighting.apply
     plain = build_run(tiny(data_dir, variant="nhl-plain", code_lengths=(8, 16)), progress=False)
     assert not plain.weighting.apply  # monitored, not applied
@@ -134,7 +134,7 @@ def test_failed_run_leaves_no_partial_results(tmp_path, data_dir, monkeypatch):
 
 def test_missing_dataset_names_the_options_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv("NHL_DATA_DIR", raising=False)
-    cfg = RunConfig(**{**TINY, "dataset": "cifar10", "data_dir": str(tmp_path / "data")})
+    cfg = RunConfig.from_dict({**TINY, "dataset": "cifar10", "data_dir": str(tmp_path / "data")})
     with pytest.raises(FileNotFoundError, match="CIFAR-10"):
         run_experiment(cfg, tmp_path / "results", progress=False)
     assert not (tmp_path / "results").exists()
@@ -147,11 +147,42 @@ def test_backward_from_codes_equals_backward_through_losses(data_dir):
     built = build_run(tiny(data_dir, variant="nhl", code_lengths=(8, 16, 32), method="dsh"), progress=False)
     batch = next(iter(built.data.train))
     objectives, codes, features = _objectives(built.model, built.losses, batch, 1.0)
-    weights = built.weighting(objectives, built.model.shared_weight, codes=codes, features=features)
-    torch.autograd.backward(list(codes), [w * g for w, g in zip(weights, built.weighting.last_code_grads)],
-                            retain_graph=True)
+    outcome = built.weighting(objectives, built.model.shared_weight, codes=codes, features=features)
+    weights = outcome.weights
+    torch.autograd.backward(*outcome.backward_inputs(objectives, codes), retain_graph=True)
     shortcut = [p.grad.clone() for p in built.model.parameters()]
     built.model.zero_grad(set_to_none=True)
     (weights * objectives).sum().backward()
     for fast, full in zip(shortcut, (p.grad for p in built.model.parameters())):
         assert torch.allclose(fast, full, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_conflict_weighting_sees_the_true_gradients_of_a_centred_head(center):
+    # With code centring the codes are not f Wᵀ + b, so the weighting's shortcut through ∂O_k/∂h_k would be wrong;
+    # the step must hand it what gives each length's true gradient of the shared weight.
+    from torch import nn
+
+    from nhllib.losses import build_losses
+    from nhllib.model import HashingModel
+    from nhllib.nested import NestedHashLayer
+    from nhllib.train import train_step
+    from nhllib.weighting import ConflictAware
+
+    torch.manual_seed(0)
+    lengths = (4, 8, 16)
+    backbone = nn.Sequential(nn.Linear(12, 10), nn.ReLU())
+    backbone.out_features = 10
+    model = HashingModel(backbone, NestedHashLayer(10, lengths, center=center))
+    losses = build_losses("dch", lengths, 3, 32, nested=True)
+    x, index = torch.randn(16, 12), torch.arange(16)
+    y = torch.eye(3)[torch.arange(16) % 3]
+    # Reference: every length's gradient of the shared weight by autograd, then the rule.
+    codes = model(x)
+    objectives = torch.stack([loss(u, y, index) for loss, u in zip(losses, codes)])
+    grads = [torch.autograd.grad(o, model.shared_weight, retain_graph=True)[0] for o in objectives]
+    expected_weights, expected_stats = ConflictAware(lengths, apply=True)._rule(grads)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    _, outcome = train_step(model, losses, (x, y, index), optimizer, ConflictAware(lengths, apply=True), 0.0)
+    torch.testing.assert_close(outcome.stats.dot, expected_stats.dot, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(outcome.weights, expected_weights)

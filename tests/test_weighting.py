@@ -146,7 +146,8 @@ def test_conflict_aware_matches_detached_feature_gradients_and_leaves_no_grad():
     x, target = torch.randn(7, 6), torch.randn(7, 16).sign()
     strategy = ConflictAware(LENGTHS)
     objectives = objectives_for(model, x, target)
-    weights = strategy(objectives, model.head.shared_weight)
+    result = strategy(objectives, model.head.shared_weight)
+    weights = result.weights
     # no .grad written anywhere: nothing stale can reach the optimizer step
     assert all(p.grad is None for p in model.parameters())
     # oracle: gradients of each objective w.r.t. W with the features detached (the reference's procedure)
@@ -159,7 +160,7 @@ def test_conflict_aware_matches_detached_feature_gradients_and_leaves_no_grad():
         grads.append(model.head.shared_weight.grad.clone())
     expected, _ = conflict_weights(grads, LENGTHS)
     assert torch.allclose(weights, expected)
-    assert strategy.last_stats is not None
+    assert result.stats is not None
 
 
 def test_monitor_mode_reports_but_applies_ones_and_every():
@@ -167,16 +168,16 @@ def test_monitor_mode_reports_but_applies_ones_and_every():
     model = TinyNested()
     x, target = torch.randn(7, 6), torch.randn(7, 16).sign()
     monitor = ConflictAware(LENGTHS, apply=False, every=2)
-    w1 = monitor(objectives_for(model, x, target), model.head.shared_weight)
-    assert torch.equal(w1, torch.ones(3)) and monitor.last_stats is not None
-    monitor(objectives_for(model, x, target), model.head.shared_weight)
-    assert monitor.last_stats is None  # skipped step
+    first = monitor(objectives_for(model, x, target), model.head.shared_weight)
+    assert torch.equal(first.weights, torch.ones(3)) and first.stats is not None
+    skipped = monitor(objectives_for(model, x, target), model.head.shared_weight)
+    assert skipped.stats is None  # skipped step
 
 
 def test_uniform_and_static():
     obj = torch.rand(3, requires_grad=True)
-    assert torch.equal(Uniform()(obj, None), torch.ones(3))
-    assert Static([2.0, 1.5, 1.0])(obj, None).tolist() == [2.0, 1.5, 1.0]
+    assert torch.equal(Uniform()(obj, None).weights, torch.ones(3))
+    assert Static([2.0, 1.5, 1.0])(obj, None).weights.tolist() == [2.0, 1.5, 1.0]
     with pytest.raises(ValueError, match="3 code lengths"):
         Static([1.0, 1.0])(obj, None)
     with pytest.raises(ValueError, match="shared weight"):
@@ -198,9 +199,9 @@ def test_one_pass_gradients_equal_per_length_autograd(distill):
     if distill:
         objectives = objectives + torch.cat([cascade_distillation(codes), objectives.new_zeros(1)])
     slow, fast = ConflictAware(LENGTHS), ConflictAware(LENGTHS)
-    w_slow = slow(objectives, model.head.shared_weight)
-    w_fast = fast(objectives, model.head.shared_weight, codes=codes, features=features)
-    assert torch.allclose(w_slow, w_fast, atol=1e-6)
-    assert torch.allclose(slow.last_stats.dot, fast.last_stats.dot, rtol=1e-4, atol=1e-7)
-    assert torch.allclose(slow.last_stats.alpha, fast.last_stats.alpha, atol=1e-6)
+    r_slow = slow(objectives, model.head.shared_weight)
+    r_fast = fast(objectives, model.head.shared_weight, codes=codes, features=features)
+    assert torch.allclose(r_slow.weights, r_fast.weights, atol=1e-6)
+    assert torch.allclose(r_slow.stats.dot, r_fast.stats.dot, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(r_slow.stats.alpha, r_fast.stats.alpha, atol=1e-6)
     assert all(p.grad is None for p in model.parameters())

@@ -16,10 +16,10 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -28,11 +28,11 @@ from .listfile import LIST_FILES, ListFileDataset, holdout_split, list_file_tran
 from .loader import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, InMemoryLoader, channel_stats, one_hot
 from .pools import DATA_DIR_ENV, ImagePool, load_cifar10, load_fashion_mnist
 from .split import SPLIT_NAMES, SplitSpec, load_index_arrays, load_or_make_split, save_index_arrays
-from ..utils import check_positive_int
+from ..checks import check_int
+from .config import DataConfig
 
 logger = logging.getLogger(__name__)
 
-Normalization = Literal["auto", "dataset", "imagenet"]
 DEFAULT_SPLIT = SplitSpec()  # frozen, so sharing it as a default is safe
 
 
@@ -69,28 +69,12 @@ def _num_samples(loader: Iterable) -> int:
 
 
 @dataclass(frozen=True)
-class LoadRequest:
-    """All arguments of :func:`load_hashing_data`, passed to a dataset builder."""
+class _Build:
+    """What a dataset builder gets: the data configuration plus where and in which order to serve batches."""
 
-    name: str
-    data_dir: Path
-    seed: int
-    split: SplitSpec = field(default_factory=SplitSpec)
-    root: Path | None = None
-    batch_size: int = 64
-    eval_batch_size: int = 512
-    download: bool = False
-    image_size: int | None = None
-    resize_size: int | None = None
-    normalization: Normalization = "auto"
-    val_fraction: float = 0.1
-    num_workers: int = 0
+    config: DataConfig
+    order_seed: int  # seed of the training order (epoch e shuffles with order_seed + e)
     device: torch.device | str | None = None
-    shuffle_seed: int | None = None  # seed of the training order; None: ``seed``
-
-    @property
-    def order_seed(self) -> int:
-        return self.seed if self.shuffle_seed is None else self.shuffle_seed
 
 
 def _train_drop_last(num_train: int, batch_size: int) -> bool:
@@ -102,24 +86,26 @@ def _train_drop_last(num_train: int, batch_size: int) -> bool:
 # ---------------------------------------------------------------- pooled single-label sets
 
 
-def _pool_transform(pool: ImagePool, train_images: torch.Tensor, req: LoadRequest) -> tuple[BatchTransform, int, int]:
+def _pool_transform(pool: ImagePool, train_images: torch.Tensor, req: _Build) -> tuple[BatchTransform, int, int]:
     """The batch transform plus the resulting (channels, image size)."""
-    size = req.image_size if req.image_size is not None else int(pool.images.shape[-1])
-    mode = req.normalization
+    cfg = req.config
+    size = cfg.image_size if cfg.image_size is not None else int(pool.images.shape[-1])
+    mode = cfg.normalization
     if mode == "auto":
-        mode = "imagenet" if req.image_size is not None else "dataset"
+        mode = "imagenet" if cfg.image_size is not None else "dataset"
     if mode == "imagenet":
         # ImageNet statistics are per RGB channel, so grayscale is repeated to 3 channels here.
-        return BatchTransform(IMAGENET_MEAN, IMAGENET_STD, size=req.image_size, channels=3), 3, size
+        return BatchTransform(IMAGENET_MEAN, IMAGENET_STD, size=cfg.image_size, channels=3), 3, size
     if mode == "dataset":
         mean, std = channel_stats(train_images)  # training split only: no peeking at queries
-        return BatchTransform(mean, std, size=req.image_size), int(pool.images.shape[1]), size
-    raise ValueError(f"normalization must be 'auto', 'dataset' or 'imagenet', got {req.normalization!r}")
+        return BatchTransform(mean, std, size=cfg.image_size), int(pool.images.shape[1]), size
+    raise ValueError(f"normalization must be 'auto', 'dataset' or 'imagenet', got {cfg.normalization!r}")
 
 
-def _build_pool_dataset(req: LoadRequest, load_pool: Callable[..., ImagePool]) -> HashingData:
-    pool = load_pool(root=req.root, data_dir=req.data_dir, download=req.download)
-    split, path = load_or_make_split(req.name, pool.labels, req.split, req.seed, req.data_dir)
+def _build_pool_dataset(req: _Build, load_pool: Callable[..., ImagePool]) -> HashingData:
+    cfg = req.config
+    pool = load_pool(root=cfg.root, data_dir=cfg.data_dir, download=cfg.download)
+    split, path = load_or_make_split(cfg.dataset, pool.labels, cfg.split, cfg.split_seed, cfg.data_dir)
     labels = one_hot(torch.from_numpy(pool.labels), pool.num_classes)
     images = {part: pool.images[torch.from_numpy(getattr(split, part))] for part in SPLIT_NAMES}
     transform, channels, size = _pool_transform(pool, images["train"], req)
@@ -133,11 +119,11 @@ def _build_pool_dataset(req: LoadRequest, load_pool: Callable[..., ImagePool]) -
 
     num_train = len(split.train)
     return HashingData(
-        name=req.name,
-        train=make("train", True, req.batch_size, _train_drop_last(num_train, req.batch_size)),
-        validation=make("validation", False, req.eval_batch_size),
-        query=make("query", False, req.eval_batch_size),
-        database=make("database", False, req.eval_batch_size),
+        name=cfg.dataset,
+        train=make("train", True, cfg.batch_size, _train_drop_last(num_train, cfg.batch_size)),
+        validation=make("validation", False, cfg.eval_batch_size),
+        query=make("query", False, cfg.eval_batch_size),
+        database=make("database", False, cfg.eval_batch_size),
         num_classes=pool.num_classes,
         in_channels=channels,
         image_size=size,
@@ -150,28 +136,30 @@ def _build_pool_dataset(req: LoadRequest, load_pool: Callable[..., ImagePool]) -
 # ---------------------------------------------------------------- list-file sets
 
 
-def _find_list_root(req: LoadRequest) -> Path:
+def _find_list_root(req: _Build) -> Path:
+    cfg = req.config
     candidates: list[tuple[str, Path]] = []
-    if req.root is not None:
-        candidates.append(("root", Path(req.root)))
+    if cfg.root is not None:
+        candidates.append(("root", Path(cfg.root)))
     env = os.environ.get(DATA_DIR_ENV)
     if env:
-        candidates += [(f"${DATA_DIR_ENV}", Path(env) / req.name), (f"${DATA_DIR_ENV}", Path(env))]
-    candidates.append(("data_dir", Path(req.data_dir) / req.name))
+        candidates += [(f"${DATA_DIR_ENV}", Path(env) / cfg.dataset), (f"${DATA_DIR_ENV}", Path(env))]
+    candidates.append(("data_dir", Path(cfg.data_dir) / cfg.dataset))
     for label, folder in candidates:
         if all((folder / f).is_file() for f in LIST_FILES.values()):
-            if req.root is not None and label != "root":
-                logger.warning("%s list files not found under root=%s; using %s", req.name, req.root, folder)
+            if cfg.root is not None and label != "root":
+                logger.warning("%s list files not found under root=%s; using %s", cfg.dataset, cfg.root, folder)
             return folder
     looked = "; ".join(f"{label}: {folder}" for label, folder in candidates)
     raise FileNotFoundError(
-        f"{req.name}: no folder holds {', '.join(LIST_FILES.values())}. Looked in {looked}. Pass root= (or set "
-        f"{DATA_DIR_ENV}) to the dataset folder, or put it under <data_dir>/{req.name}/; image paths in the lists "
+        f"{cfg.dataset}: no folder holds {', '.join(LIST_FILES.values())}. Looked in {looked}. Pass root= (or set "
+        f"{DATA_DIR_ENV}) to the dataset folder, or put it under <data_dir>/{cfg.dataset}/; image paths in the lists "
         f"are relative to that folder. See data/README.md for the list-file format."
     )
 
 
-def _build_list_dataset(req: LoadRequest) -> HashingData:
+def _build_list_dataset(req: _Build) -> HashingData:
+    cfg = req.config
     root = _find_list_root(req)
     lists = {part: parse_list_file(root / name) for part, name in LIST_FILES.items()}
     widths = {lf.num_classes for lf in lists.values()}
@@ -181,11 +169,11 @@ def _build_list_dataset(req: LoadRequest) -> HashingData:
     train_list = lists["train"]
 
     # Validation is carved from train.txt; saved (and checked) like the pooled splits.
-    path = Path(req.data_dir) / "splits" / f"{req.name}_val{req.val_fraction:g}_seed{req.seed}.npz"
+    path = Path(cfg.data_dir) / "splits" / f"{cfg.dataset}_val{cfg.val_fraction:g}_seed{cfg.split_seed}.npz"
     meta = {
-        "dataset": req.name,
-        "val_fraction": req.val_fraction,
-        "seed": int(req.seed),
+        "dataset": cfg.dataset,
+        "val_fraction": cfg.val_fraction,
+        "seed": int(cfg.split_seed),
         "num_train_lines": len(train_list.images),
         "train_list_sha256": hashlib.sha256(train_list.path.read_bytes()).hexdigest(),
     }
@@ -193,12 +181,12 @@ def _build_list_dataset(req: LoadRequest) -> HashingData:
         saved = load_index_arrays(path, ("train", "validation"), meta)
         train_idx, val_idx = saved["train"], saved["validation"]
     else:
-        train_idx, val_idx = holdout_split(len(train_list.images), req.val_fraction, req.seed)
+        train_idx, val_idx = holdout_split(len(train_list.images), cfg.val_fraction, cfg.split_seed)
         save_index_arrays(path, {"train": train_idx, "validation": val_idx}, meta)
 
-    image_size = req.image_size if req.image_size is not None else 224
+    image_size = cfg.image_size if cfg.image_size is not None else 224
     # The reference resizes to 256 before a 224 crop; keep that ratio for other sizes unless given.
-    resize_size = req.resize_size if req.resize_size is not None else round(image_size * 256 / 224)
+    resize_size = cfg.resize_size if cfg.resize_size is not None else round(image_size * 256 / 224)
     train_tf = list_file_transform(True, image_size, resize_size)
     eval_tf = list_file_transform(False, image_size, resize_size)
     num_train = int(train_idx.size)
@@ -207,16 +195,16 @@ def _build_list_dataset(req: LoadRequest) -> HashingData:
         generator = torch.Generator().manual_seed(req.order_seed) if shuffle else None
         return DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last,
-            num_workers=req.num_workers, persistent_workers=req.num_workers > 0,
+            num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
         )
 
     return HashingData(
-        name=req.name,
-        train=make(ListFileDataset(train_list, root, train_tf, train_idx), True, req.batch_size,
-                   _train_drop_last(num_train, req.batch_size)),
-        validation=make(ListFileDataset(train_list, root, eval_tf, val_idx), False, req.eval_batch_size),
-        query=make(ListFileDataset(lists["query"], root, eval_tf), False, req.eval_batch_size),
-        database=make(ListFileDataset(lists["database"], root, eval_tf), False, req.eval_batch_size),
+        name=cfg.dataset,
+        train=make(ListFileDataset(train_list, root, train_tf, train_idx), True, cfg.batch_size,
+                   _train_drop_last(num_train, cfg.batch_size)),
+        validation=make(ListFileDataset(train_list, root, eval_tf, val_idx), False, cfg.eval_batch_size),
+        query=make(ListFileDataset(lists["query"], root, eval_tf), False, cfg.eval_batch_size),
+        database=make(ListFileDataset(lists["database"], root, eval_tf), False, cfg.eval_batch_size),
         num_classes=widths.pop(),
         in_channels=3,
         image_size=image_size,
@@ -228,7 +216,7 @@ def _build_list_dataset(req: LoadRequest) -> HashingData:
 
 #: Dataset name -> builder. List-file names are looked for in ``<data_dir>/<name>/``; ``listfile`` is any
 #: other dataset in that format (pass ``root=``).
-DATASETS: dict[str, Callable[[LoadRequest], HashingData]] = {
+DATASETS: dict[str, Callable[[_Build], HashingData]] = {
     "fashion-mnist": partial(_build_pool_dataset, load_pool=load_fashion_mnist),
     "cifar10": partial(_build_pool_dataset, load_pool=load_cifar10),
     "imagenet100": _build_list_dataset,
@@ -238,85 +226,46 @@ DATASETS: dict[str, Callable[[LoadRequest], HashingData]] = {
 }
 
 
-def load_hashing_data(
-    name: str,
-    *,
-    data_dir: str | Path,
-    seed: int,
-    split: SplitSpec = DEFAULT_SPLIT,
-    root: str | Path | None = None,
-    batch_size: int = 64,
-    eval_batch_size: int = 512,
-    download: bool = False,
-    image_size: int | None = None,
-    resize_size: int | None = None,
-    normalization: Normalization = "auto",
-    val_fraction: float = 0.1,
-    num_workers: int = 0,
-    device: torch.device | str | None = None,
-    shuffle_seed: int | None = None,
-) -> HashingData:
-    """Load a hashing benchmark by name with a seeded, saved split.
+def load_data(config: DataConfig, *, shuffle_seed: int | None = None,
+              device: torch.device | str | None = None) -> HashingData:
+    """Load the hashing benchmark ``config`` describes, with its seeded, saved split.
 
-    Parameters
-    ----------
-    name
-        A key of :data:`DATASETS`.
-    data_dir
-        Project data folder: datasets under ``<data_dir>/<name>/``, splits under ``<data_dir>/splits/``.
-    seed
-        Seed of the split and of the training order.
-    split
-        Per-class counts (pooled single-label sets only).
-    root
-        Folder holding the dataset's files; checked first (then ``$NHL_DATA_DIR``, ``data_dir``, ...).
-    batch_size, eval_batch_size
-        Training batch size; batch size of validation / query / database.
-    download
-        Let torchvision download Fashion-MNIST or CIFAR-10 into ``data_dir`` when no copy is found.
-    image_size
-        Pooled sets: resize every batch to this side (bilinear) for pretrained backbones; ``None`` keeps the
-        native size. List-file sets: crop size (default 224).
-    resize_size
-        List-file sets: side of the Resize before cropping (default ``image_size * 256 / 224``).
-    normalization
-        Pooled sets: ``"dataset"`` (per-channel mean/std of the training split), ``"imagenet"`` (ImageNet
-        statistics, grayscale repeated to 3 channels) or ``"auto"`` (imagenet when ``image_size`` is set).
-        List-file sets always use ImageNet statistics.
-    val_fraction
-        List-file sets: share of ``train.txt`` held out (seeded) for validation.
-    num_workers
-        List-file sets: DataLoader worker processes.
-    device
-        Pooled sets: device where batches are produced.
-    shuffle_seed
-        Seed of the training order (epoch e shuffles with shuffle_seed + e); ``None`` uses ``seed``. A study
-        keeps one split (``seed``) for all its runs and varies the order with the training seed.
-
-    Raises
-    ------
-    KeyError
-        For an unknown name (the message lists the valid ones).
+    ``shuffle_seed`` is the seed of the training order (epoch e shuffles with shuffle_seed + e; ``None``: the
+    split seed): a study keeps one split for all its runs and varies the order with the training seed.
+    ``device`` is where pooled sets produce their batches. Raises ``KeyError`` for an unknown dataset name (the
+    message lists the valid ones).
     """
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
-    check_positive_int("batch_size", batch_size)
-    check_positive_int("eval_batch_size", eval_batch_size)
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size must be None or a positive int, got {image_size!r}")
-    if normalization not in ("auto", "dataset", "imagenet"):
-        raise ValueError(f"normalization must be 'auto', 'dataset' or 'imagenet', got {normalization!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if not isinstance(split, SplitSpec):
-        raise TypeError(f"split must be a SplitSpec, got {type(split).__name__}")
-    request = LoadRequest(
-        name=name, data_dir=Path(data_dir), seed=seed, split=split, root=None if root is None else Path(root),
-        batch_size=batch_size, eval_batch_size=eval_batch_size, download=download, image_size=image_size,
-        resize_size=resize_size, normalization=normalization, val_fraction=val_fraction,
-        num_workers=num_workers, device=device, shuffle_seed=shuffle_seed,
-    )
-    data = DATASETS[name](request)
-    logger.info("%s: %s, %d classes, %d channels, %d px", name, data.sizes(), data.num_classes,
+    if not isinstance(config, DataConfig):
+        raise TypeError(f"config must be a DataConfig, got {type(config).__name__}")
+    if config.dataset not in DATASETS:
+        raise KeyError(f"unknown dataset {config.dataset!r}; valid names: {', '.join(sorted(DATASETS))}")
+    order_seed = config.split_seed if shuffle_seed is None else check_int("shuffle_seed", shuffle_seed)
+    data = DATASETS[config.dataset](_Build(config, order_seed, device))
+    logger.info("%s: %s, %d classes, %d channels, %d px", config.dataset, data.sizes(), data.num_classes,
                 data.in_channels, data.image_size)
     return data
+
+
+def load_hashing_data(name: str, *, seed: int, split: SplitSpec = DEFAULT_SPLIT, shuffle_seed: int | None = None,
+                      device: torch.device | str | None = None, eval_batch_size: int = 512,
+                      **options: Any) -> HashingData:
+    """:func:`load_data` by dataset name: ``seed`` is the split seed, ``split`` the per-class counts, and
+    ``options`` any other :class:`DataConfig` field (``data_dir``, ``root``, ``batch_size``, ``image_size``, ...).
+
+    Raises ``KeyError`` for an unknown name and ``ValueError`` naming a bad or unknown option.
+    """
+    if not isinstance(split, SplitSpec):
+        raise TypeError(f"split must be a SplitSpec, got {type(split).__name__}")
+    known = {f.name for f in fields(DataConfig)} - {"dataset", "split_seed", *_SPLIT_FIELDS}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown data option(s) {unknown}; valid options are {sorted(known)}")
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}")
+    counts = {f: getattr(split, f) for f in _SPLIT_FIELDS}
+    config = DataConfig(dataset=name, split_seed=check_int("seed", seed), eval_batch_size=eval_batch_size,
+                        **counts, **options)
+    return load_data(config, shuffle_seed=shuffle_seed, device=device)
+
+
+_SPLIT_FIELDS = ("query_per_class", "train_per_class", "val_per_class", "database_per_class")

@@ -1,4 +1,5 @@
-"""Hash centres and target codes shared by the centre-based losses (CSQ, DPN, MDSH, SHCIR).
+"""Hash centres and target codes shared by the centre-based losses (CSQ, DPN, MDSH, SHCIR), and the
+helpers that compute those losses for all the lengths of a model in one pass.
 
 All constructions are seeded through an explicit :class:`torch.Generator`; no global RNG is read
 or changed. Codes are float tensors with entries +1/-1 on the CPU; the losses register them as
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
@@ -177,3 +180,31 @@ def max_min_distance_centers(num_classes: int, code_length: int, generator: torc
     logger.debug("max-min centres C=%d L=%d: min Hamming %d", num_classes, code_length,
                  min_hamming_distance(centers))
     return centers
+
+
+# ---------------------------------------------------------------- several lengths in one pass
+
+def per_length_means(terms: Tensor, widths: Sequence[int]) -> Tensor:
+    """``(K,)`` means of the column blocks of ``terms`` (B, sum(widths)): block k holds length k's
+    elementwise terms, so entry k is what ``terms_k.mean()`` would be for that length alone."""
+    sums = torch.stack([part.sum() for part in terms.sum(0).split(list(widths))])
+    return sums / torch.tensor(widths, dtype=terms.dtype, device=terms.device).mul_(terms.shape[0])
+
+
+def per_length_values(values: Sequence[float], widths: Sequence[int] | None, like: Tensor) -> float | Tensor:
+    """One hyper-parameter per length: a plain float when all are equal, else a tensor in ``like``'s
+    dtype, either ``(K,)`` (``widths`` None) or one entry per column (``values[k]`` repeated ``widths[k]`` times)."""
+    if len(set(values)) == 1:
+        return values[0]
+    vector = torch.tensor(values, dtype=like.dtype, device=like.device)
+    return vector if widths is None else vector.repeat_interleave(torch.tensor(widths, device=like.device))
+
+
+def padded_cosines(codes: Sequence[Tensor], centers: Sequence[Tensor]) -> Tensor:
+    """``(K, B, C)`` cosines between ``codes[k]`` (B, L_k) and ``centers[k]`` (C, L_k), in one batched
+    product: zero-padding every length to the longest changes neither the inner products nor the norms,
+    and the gradient of the padding reaches each ``codes[k]`` unchanged."""
+    width = max(u.shape[1] for u in codes)
+    u = torch.stack([F.pad(c, (0, width - c.shape[1])) for c in codes])
+    c = torch.stack([F.pad(c.to(u.dtype), (0, width - c.shape[1])) for c in centers])
+    return F.normalize(u, dim=-1) @ F.normalize(c, dim=-1).transpose(1, 2)

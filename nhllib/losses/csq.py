@@ -16,23 +16,37 @@ Deviations from the reference: any power-of-two length gets Hadamard centres (th
 ``sign(uniform)``); a row with no label gets the tie-break vector (the reference's single-label
 branch gave it class 0's centre). The BCE of a ±1 target is evaluated as -log((1 + c t) / 2),
 the same function without the rounding of 1 - (t + 1) / 2 (see :func:`_centre_bce`).
+
+Nested models (:meth:`CSQLoss.nest`, docs/method.md §3): by default every length's centres are the
+prefixes of the longest length's, built by
+:func:`~nhllib.losses.nested_targets.nested_hadamard_centers`; ``targets="independent"`` keeps the
+reference's per-length centres.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from .base import HashLoss, check_float
-from .centers import csq_centers, label_to_center, make_generator, random_signs
+from .centers import (csq_centers, label_to_center, make_generator, max_min_distance_centers,
+                      min_hamming_distance, per_length_means, per_length_values, random_signs)
+from .nested_targets import (check_nestable, check_targets_mode, install_nested_targets,
+                             nested_max_min_centers, nested_tie_break)
+
+logger = logging.getLogger(__name__)
 
 
 class CSQLoss(HashLoss):
     """CSQ loss; ``lam`` weighs the quantisation term (reference 1e-4)."""
 
     method_name = "CSQ"
+    #: The buffer holding the per-class targets (``(C, L)``, entries ±1).
+    target_buffer: ClassVar[str] = "centers"
     centers: Tensor
     tie_break: Tensor
 
@@ -43,6 +57,32 @@ class CSQLoss(HashLoss):
         generator = make_generator(seed)
         self.register_buffer("centers", csq_centers(num_classes, code_length, generator))
         self.register_buffer("tie_break", random_signs(code_length, generator))
+        self.targets_mode = "independent"
+
+    @classmethod
+    def nest(cls, losses: Sequence[CSQLoss], *, targets: str = "nested") -> None:
+        """Make every length's centres (and tie-break bits) prefixes of the longest length's.
+
+        Where every length is a power of two and ``C <= 2 L_1``: the ±Hadamard assignment (every
+        length's centres are rows of ``[H_L; -H_L]`` with the independent construction's pairwise
+        distances, the shortest length's are the standard ones). Otherwise (logged): the shortest
+        length's standard centres (max-min centres instead if those hold duplicates) extended block by
+        block to the largest minimum distance (:func:`~nhllib.losses.nested_targets.extend_max_min`).
+        ``targets="independent"`` or a single length leaves the losses as built.
+        """
+        check_nestable(losses, cls)
+        if check_targets_mode(targets) == "independent" or len(losses) < 2:
+            return
+        first = losses[0]
+        start = first.centers
+        if min_hamming_distance(start) == 0 and first.num_classes <= 2 ** min(first.code_length, 62):
+            logger.info("CSQ: the standard %d-bit centres of %d classes hold duplicates; nesting from "
+                        "max-min centres instead", first.code_length, first.num_classes)
+            start = max_min_distance_centers(first.num_classes, first.code_length, make_generator(first.seed))
+        longest = nested_max_min_centers(first.num_classes, [loss.code_length for loss in losses],
+                                         [loss.seed for loss in losses], first=start)
+        install_nested_targets(losses, "centers", longest,
+                               tie_break=nested_tie_break([loss.tie_break for loss in losses]))
 
     def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
         t = u.tanh()
@@ -56,7 +96,9 @@ class CSQLoss(HashLoss):
         """All lengths at once: the codes side by side, per-length centres side by side, one pass.
 
         Each length's loss is the sum of its columns' BCE + lam * quantisation terms over the batch,
-        divided by B * L, which is what the per-length means are; gradients reach every ``codes[k]``.
+        divided by B * L, which is what the per-length means are. Each ``codes[k]`` enters whole, so
+        loss k depends on ``codes[k]`` alone even when the codes are prefixes of one tensor (the
+        conflict weighting reads ∂O_k/∂h_k from one backward pass).
         """
         u = torch.cat(list(codes), 1)
         t = u.tanh()
@@ -64,12 +106,8 @@ class CSQLoss(HashLoss):
         tie_break = torch.cat([loss.tie_break for loss in losses]).to(u.dtype)
         target = label_to_center(y.to(u.dtype), centers, tie_break)
         widths = [loss.code_length for loss in losses]
-        lams = {loss.lam for loss in losses}
-        lam = lams.pop() if len(lams) == 1 else torch.cat([u.new_full((n,), loss.lam) for n, loss in
-                                                             zip(widths, losses)])
-        column_sums = (_centre_bce(t, target) + lam * (t.abs() - 1).pow(2)).sum(0)
-        sums = torch.stack([part.sum() for part in column_sums.split(widths)])
-        return sums / torch.tensor(widths, dtype=u.dtype, device=u.device).mul_(u.shape[0])
+        lam = per_length_values([loss.lam for loss in losses], widths, u)
+        return per_length_means(_centre_bce(t, target) + lam * (t.abs() - 1).pow(2), widths)
 
 
 def _centre_bce(t: Tensor, target: Tensor) -> Tensor:

@@ -21,17 +21,27 @@ for C=10). Those files are not shipped; we generate seeded centres with
 :func:`nhllib.losses.centers.max_min_distance_centers`: the ``[H; -H]`` Hadamard rows when
 ``C <= 2L`` (min distance L/2, matching the C=10 files up to L=64 and beating L=128), else Hadamard
 rows plus a greedy farthest-point fill, which avoids the reference's duplicate centres.
+
+Nested models (:meth:`MDSHLoss.nest`, docs/method.md §3): by default every length's centres are the
+prefixes of the longest length's (:func:`~nhllib.losses.nested_targets.nested_max_min_centers`):
+the ±Hadamard assignment when every length is a power of two and ``C <= 2 L_1`` (then each length's
+minimum distance equals the independent construction's), else the shortest length's centres extended
+block by block to the largest minimum distance. ``targets="independent"`` keeps per-length centres.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .base import HashLoss, _single_label_or_raise, check_float, log_one_minus_softmax
-from .centers import make_generator, max_min_distance_centers
+from .centers import make_generator, max_min_distance_centers, padded_cosines, per_length_means, per_length_values
+from .nested_targets import nest_max_min_losses
 
 
 class MDSHLoss(HashLoss):
@@ -39,6 +49,8 @@ class MDSHLoss(HashLoss):
 
     method_name = "MDSH"
     supports_multi_label = False
+    #: The buffer holding the per-class targets (``(C, L)``, entries ±1).
+    target_buffer: ClassVar[str] = "centers"
     centers: Tensor
 
     def __init__(self, code_length: int, num_classes: int, num_train: int, *, seed: int = 0,
@@ -49,6 +61,13 @@ class MDSHLoss(HashLoss):
         self.lam = check_float("lam", lam, minimum=0.0)
         self.register_buffer("centers", max_min_distance_centers(num_classes, code_length,
                                                                  make_generator(seed)))
+        self.targets_mode = "independent"
+
+    @classmethod
+    def nest(cls, losses: Sequence[MDSHLoss], *, targets: str = "nested") -> None:
+        """Make every length's centres prefixes of the longest length's (see the module docstring);
+        ``targets="independent"`` or a single length leaves the losses as built."""
+        nest_max_min_losses(cls, losses, targets)
 
     def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
         _single_label_or_raise(y, self.method_name)
@@ -59,3 +78,21 @@ class MDSHLoss(HashLoss):
         center_loss = -(s * log_p + (1 - s) * log_not_p).mean()
         quantization = (u.abs() - 1).pow(2).mean()
         return center_loss + self.lam * quantization
+
+    @classmethod
+    def nested_losses(cls, losses: Sequence[MDSHLoss], codes: Sequence[Tensor], y: Tensor,
+                      index: Tensor) -> Tensor:
+        """All lengths at once: the ``(K, B, C)`` cosines from one batched product
+        (:func:`~nhllib.losses.centers.padded_cosines`), one softmax pass, and the quantisation terms
+        side by side. Each ``codes[k]`` enters whole, so loss k depends on ``codes[k]`` alone."""
+        _single_label_or_raise(y, cls.method_name)
+        u = torch.cat(list(codes), 1)
+        widths = [loss.code_length for loss in losses]
+        scales = u.new_tensor([math.sqrt(n) for n in widths]).view(-1, 1, 1)
+        z = scales * padded_cosines(codes, [loss.centers for loss in losses])
+        s = y.to(u.dtype)
+        log_p = z.log_softmax(dim=2)
+        log_not_p = log_one_minus_softmax(z.flatten(0, 1)).view_as(z)
+        center_loss = -(s * log_p + (1 - s) * log_not_p).mean(dim=(1, 2))
+        lam = per_length_values([loss.lam for loss in losses], None, u)
+        return center_loss + lam * per_length_means((u.abs() - 1).pow(2), widths)

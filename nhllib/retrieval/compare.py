@@ -12,7 +12,8 @@ statistics, then ``rounds`` timed rounds are run *interleaved* (configuration 1,
 busy neighbour on a shared machine slows every configuration alike; the median is reported. All queries
 go in one batch, so ``ms_per_query`` is the batch time divided by the number of queries.
 
-A configuration is a flat dict: ``{"strategy": ..., **parameters}``, with the strategies
+A configuration is a flat dict: ``{"strategy": ..., **parameters}``; the strategies are the entries of
+:data:`~nhllib.retrieval.strategies.STRATEGY_REGISTRY` (lengths, labels, checks and call of each):
 
 - ``exhaustive``: ``bits`` (default: longest), optional ``faiss_threads``;
 - ``shortlist`` / ``shortlist_table``: ``prefix_bits``, ``shortlist``, optional ``rerank_bits`` (the table
@@ -22,7 +23,9 @@ A configuration is a flat dict: ``{"strategy": ..., **parameters}``, with the st
 - ``faiss_hash``: ``bucket_bits``, ``nflip`` (faiss ``IndexBinaryHash`` as it is: ties at the k-th
   distance in faiss's visit order, not by id).
 
-:func:`load_run_codes` and :func:`find_run` read the codes a study run saved (``codes.npz``).
+:func:`compare_strategies` runs in three steps: plan (check the inputs and configurations), time (interleaved
+rounds) and score (rankings against the exhaustive reference). The codes a study run saved are read by
+:func:`nhllib.results.read_codes`: this package knows no run folders.
 """
 
 from __future__ import annotations
@@ -30,120 +33,33 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .hamming import require_faiss
 from .metrics import ranking_metrics
 from .nested import NestedIndex
 from .packing import as_packed
+from .strategies import MAX_BUCKET_BITS, STRATEGIES, STRATEGY_REGISTRY, SearchSetup
 
 __all__ = [
     "STRATEGIES",
+    "STRATEGY_REGISTRY",
     "compare_strategies",
     "default_configs",
-    "find_run",
-    "load_run_codes",
     "summarize_tradeoff",
     "summary",
 ]
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("exhaustive", "shortlist", "shortlist_table", "buckets", "funnel", "faiss_hash")
-_REQUIRED = {
-    "exhaustive": (),
-    "shortlist": ("prefix_bits", "shortlist"),
-    "shortlist_table": ("prefix_bits", "shortlist"),
-    "buckets": ("bucket_bits", "nflip"),
-    "funnel": ("bits", "shortlists"),
-    "faiss_hash": ("bucket_bits", "nflip"),
-}
 _SUMMARY = ["configuration", "strategy", "ms_per_query", "queries_per_s", "speedup", "bits_scanned",
             "map_at_k", "map_ratio", "precision_ratio", "overlap_at_k", "filled_at_k"]
-_MAX_BUCKET_BITS = 64  # prefix keys are one machine word
-
-
-# ----------------------------------------------------------------------------- codes of a run
-
-
-RunCodes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]
-
-
-def load_run_codes(run_dir: str | os.PathLike) -> RunCodes:
-    """Codes and labels a run saved: ``(query_codes, db_codes, query_labels, db_labels, code_lengths)``.
-
-    ``run_dir`` is a run folder holding ``codes.npz`` (or the ``.npz`` file itself). Codes come back
-    packed (``uint8``, ``numpy.packbits`` layout) at the longest length; files holding real ±1 codes are
-    packed on loading. Labels are returned as stored (multi-hot rows or class ids).
-    """
-    path = Path(run_dir)
-    path = path if path.suffix == ".npz" else path / "codes.npz"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no codes file at {path}: the run folder must hold codes.npz (written by a complete training run "
-            "with save_codes) or the path must name an .npz with query_codes, db_codes, query_labels, db_labels"
-        )
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"query_codes", "db_codes", "query_labels", "db_labels"} - set(data.files)
-        if missing:
-            raise KeyError(f"{path} lacks the arrays {sorted(missing)}")
-        arrays = {name: data[name] for name in data.files}
-    db = arrays["db_codes"]
-    if db.ndim != 2:
-        raise ValueError(f"{path}: db_codes must be 2-D, got shape {db.shape}")
-    width = db.shape[1] * 8 if db.dtype == np.uint8 else db.shape[1]
-    if "code_lengths" in arrays:
-        lengths = tuple(int(v) for v in np.atleast_1d(arrays["code_lengths"]))
-    elif "code_length" in arrays:
-        lengths = (int(arrays["code_length"]),)
-    else:
-        logger.warning("%s has no code_lengths; treating the codes as one %d-bit code (no nested search)",
-                       path, width)
-        lengths = (width,)
-    if max(lengths) != width:
-        raise ValueError(f"{path}: the codes are {width} bits wide but code_lengths is {lengths}")
-    query_codes = as_packed(arrays["query_codes"], width, "query_codes")
-    db_codes = as_packed(db, width, "db_codes")
-    for name, labels, codes in (("query", arrays["query_labels"], query_codes), ("db", arrays["db_labels"], db_codes)):
-        if len(labels) != len(codes):
-            raise ValueError(f"{path}: {name}_labels has {len(labels)} rows but {name}_codes has {len(codes)}")
-    return query_codes, db_codes, arrays["query_labels"], arrays["db_labels"], lengths
-
-
-def find_run(results_root: str | os.PathLike, study: str, method: str, variant: str, seed: int) -> Path:
-    """The folder of the complete run of ``method`` × ``variant`` × ``seed`` at the study's main λ.
-
-    The main λ is :func:`nhllib.tables.reference_distill_weight` (runs of a λ sweep are left out). Among
-    several matching runs (e.g. different code lengths) the one with the most code lengths is taken.
-    """
-    from nhllib import tables
-    from nhllib.results import load_runs
-
-    runs = load_runs(results_root, study)
-    matching = tables.select(runs, method=method, variant=variant, seed=seed) if not runs.empty else runs
-    if not matching.empty:
-        matching = tables.main_comparison(matching.assign(distill_weight=matching["distill_weight"].astype(float)),
-                                          tables.reference_distill_weight(runs))
-    if matching.empty:
-        have = sorted({(r.method, r.variant, int(r.seed)) for r in runs.itertuples()}) if not runs.empty else []
-        raise FileNotFoundError(
-            f"no complete run of method {method!r}, variant {variant!r}, seed {seed} in study {study!r} under "
-            f"{results_root} (at the main distillation weight); runs there (method, variant, seed): "
-            f"{have[:20]}{' ...' if len(have) > 20 else ''}"
-        )
-    order = matching.assign(_n=matching["code_lengths"].astype(str).str.count("-")).sort_values(
-        ["_n", "run_id"], ascending=[False, True])
-    if len(order) > 1:
-        logger.info("%d runs match; using %s", len(order), order["run_id"].iloc[0])
-    return Path(results_root) / study / str(order["run_id"].iloc[0])
 
 
 # ----------------------------------------------------------------------------- configurations
@@ -172,7 +88,7 @@ def default_configs(code_lengths: Sequence[int], k: int, n_db: int) -> list[dict
     configs.append({"strategy": "exhaustive", "bits": prefix})
     sizes = [s for s in (500, 1000, 2000) if k <= s < n_db]
     configs += [{"strategy": "shortlist", "prefix_bits": prefix, "shortlist": s} for s in sizes]
-    if prefix <= _MAX_BUCKET_BITS:
+    if prefix <= MAX_BUCKET_BITS:
         configs += [{"strategy": "shortlist_table", "prefix_bits": prefix, "shortlist": s} for s in sizes]
         configs += [{"strategy": "buckets", "bucket_bits": prefix, "nflip": f} for f in (0, 1, 2)]
     return configs
@@ -180,69 +96,23 @@ def default_configs(code_lengths: Sequence[int], k: int, n_db: int) -> list[dict
 
 def _lengths_of(config: Mapping[str, Any], longest: int) -> tuple[int, ...]:
     """(first-stage length, ..., ranking length) of a configuration."""
-    s = config["strategy"]
-    if s == "exhaustive":
-        return (int(config.get("bits", longest)),)
-    if s in ("shortlist", "shortlist_table"):
-        return int(config["prefix_bits"]), int(config.get("rerank_bits", longest))
-    if s in ("buckets",):
-        return int(config["bucket_bits"]), int(config.get("rerank_bits", longest))
-    if s == "faiss_hash":
-        return int(config["bucket_bits"]), longest
-    return tuple(int(b) for b in config["bits"])
+    return STRATEGY_REGISTRY[config["strategy"]].lengths(config, longest)
 
 
 def _label(config: Mapping[str, Any], longest: int) -> str:
     """A readable description of the parameters, e.g. ``16→128, s=1000``."""
-    s = config["strategy"]
-    chain = "→".join(map(str, _lengths_of(config, longest)))
-    if s == "exhaustive":
-        threads = int(config.get("faiss_threads", 0))
-        return f"{chain} bits" + (f", faiss {threads} thread{'s' * (threads != 1)}" if threads else "")
-    if s in ("shortlist", "shortlist_table"):
-        return f"{chain}, s={config['shortlist']}" + (", precomputed table" if s == "shortlist_table" else "")
-    if s in ("buckets", "faiss_hash"):
-        backend = config.get("backend", "auto")
-        return f"{chain}, nflip={config['nflip']}" + ("" if backend == "auto" else f", {backend}")
-    return f"{chain}, s=" + "/".join(map(str, config["shortlists"]))
-
-
-def _short_label(config: Mapping[str, Any], longest: int) -> str:
-    """What tells a configuration apart from the others of its strategy (a figure's point label)."""
-    s = config["strategy"]
-    if s == "exhaustive":
-        return f"{_lengths_of(config, longest)[0]} b" + (f", {config['faiss_threads']} thr" if "faiss_threads" in config
-                                                        else "")
-    if s in ("shortlist", "shortlist_table"):
-        return f"s={config['shortlist']}"
-    if s in ("buckets", "faiss_hash"):
-        backend = config.get("backend", "auto")
-        return f"nflip={config['nflip']}" + ("" if backend == "auto" else f" {backend}")
-    return "/".join(map(str, config["shortlists"]))
+    return STRATEGY_REGISTRY[config["strategy"]].label(config, _lengths_of(config, longest))
 
 
 def _invalid_reason(config: Mapping[str, Any], lengths: tuple[int, ...], k: int) -> str | None:
     """Why a well-formed configuration cannot run on these lengths / this k (None: it can)."""
-    longest = lengths[-1]
-    chain = _lengths_of(config, longest)
+    chain = _lengths_of(config, lengths[-1])
     missing = [b for b in chain if b not in lengths]
     if missing:
         return f"lengths {missing} are not among the code lengths {lengths}"
     if any(b <= a for a, b in itertools.pairwise(chain)):
         return f"lengths {chain} must increase from the first stage to the ranking length"
-    s = config["strategy"]
-    if s in ("shortlist_table", "buckets", "faiss_hash") and chain[0] > _MAX_BUCKET_BITS:
-        return f"a {s} prefix must be at most {_MAX_BUCKET_BITS} bits, got {chain[0]}"
-    if s in ("shortlist", "shortlist_table") and int(config["shortlist"]) < k:
-        return f"shortlist {config['shortlist']} is below k={k}"
-    if s == "funnel":
-        sizes = [int(v) for v in config["shortlists"]]
-        increasing = any(b > a for a, b in itertools.pairwise(sizes))
-        if len(sizes) != len(chain) - 1 or any(v < k for v in sizes) or increasing:
-            return f"funnel shortlists {sizes} must be one per stage, >= k={k} and non-increasing"
-    if (s == "faiss_hash" or config.get("backend") == "faiss") and chain[-1] < 64:
-        return f"faiss IndexBinaryHash re-ranks codes of at least 64 bits, got {chain[-1]}"
-    return None
+    return STRATEGY_REGISTRY[config["strategy"]].check(config, chain, k)
 
 
 def _checked(configs: Sequence[Mapping[str, Any]], lengths: tuple[int, ...], k: int) -> list[dict[str, Any]]:
@@ -252,9 +122,10 @@ def _checked(configs: Sequence[Mapping[str, Any]], lengths: tuple[int, ...], k: 
         if not isinstance(config, Mapping):
             raise TypeError(f"each configuration must be a dict, got {type(config).__name__}")
         strategy = config.get("strategy")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"configuration {dict(config)}: strategy must be one of {STRATEGIES}, got {strategy!r}")
-        absent = [p for p in _REQUIRED[strategy] if p not in config]
+        if strategy not in STRATEGY_REGISTRY:
+            raise ValueError(f"configuration {dict(config)}: strategy must be one of {tuple(STRATEGY_REGISTRY)}, "
+                             f"got {strategy!r}")
+        absent = [p for p in STRATEGY_REGISTRY[strategy].required if p not in config]
         if absent:
             raise ValueError(f"configuration {dict(config)}: strategy {strategy!r} needs the parameters {absent}")
         reason = _invalid_reason(config, lengths, k)
@@ -266,52 +137,6 @@ def _checked(configs: Sequence[Mapping[str, Any]], lengths: tuple[int, ...], k: 
 
 
 # ----------------------------------------------------------------------------- timing
-
-
-def _make_call(index: NestedIndex, table_index: NestedIndex | None, config: Mapping[str, Any], queries: np.ndarray,
-               k: int, stats: bool = False) -> Callable[[], Any]:
-    """The search call of a configuration; with ``stats`` it also returns :class:`SearchStats` (not timed).
-
-    ``table_index`` holds the same codes plus the precomputed shortlist tables (kept apart so that the plain
-    shortlist rows compute their shortlists).
-    """
-    s = config["strategy"]
-    rerank = config.get("rerank_bits")
-    if s == "exhaustive":
-        faiss = require_faiss()
-
-        def exhaustive() -> Any:
-            default = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(int(config.get("faiss_threads", default)))
-            try:
-                return index.search(queries, k, bits=config.get("bits"))
-            finally:
-                faiss.omp_set_num_threads(default)
-        return exhaustive
-    if s in ("shortlist", "shortlist_table"):
-        target = table_index if s == "shortlist_table" else index
-        return lambda: target.search_shortlist(queries, k, prefix_bits=config["prefix_bits"],
-                                               shortlist=config["shortlist"], rerank_bits=rerank, return_stats=stats)
-    if s == "buckets":
-        return lambda: index.search_buckets(queries, k, bucket_bits=config["bucket_bits"], nflip=config["nflip"],
-                                            rerank_bits=rerank, backend=config.get("backend", "auto"),
-                                            return_stats=stats)
-    if s == "funnel":
-        return lambda: index.search_funnel(queries, k, bits=config["bits"], shortlists=config["shortlists"],
-                                           return_stats=stats)
-    hashed = require_faiss().IndexBinaryHash(index.max_length, int(config["bucket_bits"]))
-    hashed.add(index.codes())
-    hashed.nflip = int(config["nflip"])
-    q_bytes = as_packed(queries, index.max_length, "queries")
-
-    def faiss_hash() -> Any:
-        d, i = hashed.search(q_bytes, k)
-        if not stats:
-            return d, i
-        # the same candidate set as the bucket search: take its work statistics
-        return d, i, index.search_buckets(queries, 1, bucket_bits=config["bucket_bits"], nflip=config["nflip"],
-                                          backend="numpy", return_stats=True)[2]
-    return faiss_hash
 
 
 def _overlap(ids: np.ndarray, reference: np.ndarray) -> float:
@@ -370,6 +195,42 @@ def compare_strategies(
     query: prefix bits x prefix keys compared + re-rank bits x candidates (bucket tables count their distinct
     prefixes, an upper bound); ``bits_scanned_flat_prefix`` counts the prefix stage as a scan of every item.
     """
+    plan = _plan(query_codes, db_codes, query_labels, db_labels, code_lengths, k, configs, rounds, precision_k)
+    timing = _time(plan, rounds, n_threads)
+    return _score(plan, timing, query_labels, db_labels, rounds)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The checked inputs and the configurations to run, the reference (exhaustive, longest length) first."""
+
+    lengths: tuple[int, ...]
+    queries: np.ndarray
+    db: np.ndarray
+    k: int
+    precision_k: int
+    configs: list[dict[str, Any]]
+    names: list[str]
+    is_reference: list[bool]
+
+    @property
+    def longest(self) -> int:
+        return self.lengths[-1]
+
+
+@dataclass
+class _Timing:
+    """Each configuration's output (with statistics), its first (cache-building) call and its timed rounds."""
+
+    add_s: float
+    outputs: list[Any] = field(default_factory=list)
+    first_call_s: list[float] = field(default_factory=list)
+    times: list[list[float]] = field(default_factory=list)
+    tables: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _plan(query_codes, db_codes, query_labels, db_labels, code_lengths, k, configs, rounds, precision_k) -> _Plan:
+    """Check the inputs, clamp k, and order the configurations that can run (the reference first)."""
     lengths = tuple(sorted(int(v) for v in code_lengths))
     if not lengths:
         raise ValueError("code_lengths must not be empty")
@@ -408,47 +269,59 @@ def compare_strategies(
     names = [f"{c['strategy']} {_label(c, longest)}" for c in chosen]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate configurations: {sorted({x for x in names if names.count(x) > 1})}")
+    return _Plan(lengths, queries, db, k, precision_k, chosen, names, is_reference)
 
-    index = NestedIndex(lengths, n_threads=n_threads)
+
+def _time(plan: _Plan, rounds: int, n_threads: int | None) -> _Timing:
+    """Build the indexes, call every configuration once for its caches and once for its results, then time
+    ``rounds`` interleaved rounds (module docstring)."""
+    index = NestedIndex(plan.lengths, n_threads=n_threads)
     start = time.perf_counter()
-    index.add(db)
-    add_s = time.perf_counter() - start
-    table_index, tables = None, {}
-    if any(c["strategy"] == "shortlist_table" for c in chosen):
-        table_index = NestedIndex(lengths, n_threads=n_threads)
-        table_index.add(db)
-        for name, c in zip(names, chosen):
+    index.add(plan.db)
+    timing = _Timing(add_s=time.perf_counter() - start)
+    table_index = None
+    if any(c["strategy"] == "shortlist_table" for c in plan.configs):
+        table_index = NestedIndex(plan.lengths, n_threads=n_threads)
+        table_index.add(plan.db)
+        for name, c in zip(plan.names, plan.configs):
             if c["strategy"] == "shortlist_table":
                 start = time.perf_counter()
                 n_bytes = table_index.build_shortlist_table(int(c["prefix_bits"]), int(c["shortlist"]))
-                tables[name] = {"table_build_s": time.perf_counter() - start, "table_mib": n_bytes / 2**20}
-    calls = [_make_call(index, table_index, c, queries, k) for c in chosen]
-
-    outputs, first_call_s = [], []
-    for config, call in zip(chosen, calls):
+                timing.tables[name] = {"table_build_s": time.perf_counter() - start, "table_mib": n_bytes / 2**20}
+    setup = SearchSetup(index, table_index, plan.queries, plan.k)
+    calls = [STRATEGY_REGISTRY[c["strategy"]].call(setup, c, False) for c in plan.configs]
+    for config, call in zip(plan.configs, calls):
         start = time.perf_counter()
         call()  # builds the per-length caches
-        first_call_s.append(time.perf_counter() - start)
-        outputs.append(_make_call(index, table_index, config, queries, k, stats=True)())
-    times: list[list[float]] = [[] for _ in calls]
+        timing.first_call_s.append(time.perf_counter() - start)
+        timing.outputs.append(STRATEGY_REGISTRY[config["strategy"]].call(setup, config, True)())
+    timing.times = [[] for _ in calls]
     for _ in range(rounds):
         for j, call in enumerate(calls):
             start = time.perf_counter()
             call()
-            times[j].append(time.perf_counter() - start)
+            timing.times[j].append(time.perf_counter() - start)
+    return timing
 
-    base_time = min(statistics.median(t) for t, ref in zip(times, is_reference) if ref)
-    ref_ids = outputs[0][1]
+
+def _score(plan: _Plan, timing: _Timing, query_labels, db_labels, rounds: int) -> pd.DataFrame:
+    """One row per configuration: its speed, its work and the quality of its rankings against the reference."""
+    k, precision_k, longest = plan.k, plan.precision_k, plan.longest
+    n, n_q = len(plan.db), len(plan.queries)
+    base_time = min(statistics.median(t) for t, ref in zip(timing.times, plan.is_reference) if ref)
+    ref_ids = timing.outputs[0][1]
     base_map = base_precision = None
     rows = []
-    for name, config, out, t, t_first in zip(names, chosen, outputs, times, first_call_s):
+    for name, config, out, t, t_first in zip(plan.names, plan.configs, timing.outputs, timing.times,
+                                             timing.first_call_s):
+        strategy = STRATEGY_REGISTRY[config["strategy"]]
         ids = out[1]
         at_k = ranking_metrics(ids, query_labels, db_labels, k)
         at_p = ranking_metrics(ids, query_labels, db_labels, precision_k)
         if base_map is None:
             base_map, base_precision = at_k["map"], at_p["precision"]
         chain = _lengths_of(config, longest)
-        if config["strategy"] == "exhaustive":
+        if strategy.scans_everything:
             scanned = flat_prefix = float(chain[0] * n)
             candidates = float(n)
         else:
@@ -460,8 +333,8 @@ def compare_strategies(
         rows.append({
             "configuration": name,
             "strategy": config["strategy"],
-            "parameters": _label(config, longest),
-            "short_label": _short_label(config, longest),
+            "parameters": strategy.label(config, chain),
+            "short_label": strategy.short_label(config, chain),
             "ranking_bits": chain[-1],
             "k": k,
             "db_size": n,
@@ -482,10 +355,10 @@ def compare_strategies(
             "precision_ratio": at_p["precision"] / base_precision if base_precision else math.nan,
             "overlap_at_k": _overlap(ids, ref_ids),
             "filled_at_k": float((ids[:, :k] >= 0).mean()),
-            **tables.get(name, {}),
+            **timing.tables.get(name, {}),
         })
     frame = pd.DataFrame(rows)
-    frame.attrs["add_s"] = add_s
+    frame.attrs["add_s"] = timing.add_s
     return frame
 
 
