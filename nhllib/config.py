@@ -106,6 +106,7 @@ class RunPlan:
     apply_conflict_weights: bool  # else uniform weights (conflicts are still monitored where they exist)
     distill_weight: float  # the λ in effect: 0 when the variant has no distillation
     weighting: str  # "conflict" | "uniform", the label of the result tables
+    trains: bool = True  # False: evaluate the initialised network only (the untrained reference)
 
 
 _PARTS = {"data": DataConfig, "model": ModelConfig, "hashing": HashingConfig, "training": TrainingConfig}
@@ -172,7 +173,7 @@ class RunConfig:
         return RunPlan(
             head=variant.head, apply_conflict_weights=variant.conflict_weighting,
             distill_weight=self.hashing.distill_weight if variant.distillation else 0.0,
-            weighting=variant.weighting,
+            weighting=variant.weighting, trains=variant.trains,
         )
 
     @property

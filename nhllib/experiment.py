@@ -64,7 +64,8 @@ class BuiltRun:
     def fit(self) -> FitResult:
         """Train with the run's training part and the λ its variant puts in effect."""
         return fit(self.model, self.losses, self.data, self.config.training, self.weighting, self.device,
-                   distill_weight=self.plan.distill_weight, progress=self.progress, parallel=self.parallel)
+                   distill_weight=self.plan.distill_weight, progress=self.progress, train=self.plan.trains,
+                   parallel=self.parallel)
 
 
 def build_run(cfg: RunConfig, progress: bool = True, ctx: DistContext | None = None) -> BuiltRun:
@@ -191,7 +192,7 @@ def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: 
     store.write_rows("curves.csv", final.curves, list(final.curves[0]) if final.curves else ["code_length"])
     if result.conflicts is not None:
         store.write_rows("conflicts.csv", result.conflicts.rows, CONFLICT_COLUMNS)
-    store.write_json("timing.json", {**run_level, "train_time_per_epoch_s": result.train_time_s / result.epochs_run})
+    store.write_json("timing.json", {**run_level, "train_time_per_epoch_s": result.train_time_s / max(result.epochs_run, 1)})
     if save_codes:
         _write_codes(store, final, built.model.code_lengths)
     store.mark_complete()

@@ -191,15 +191,17 @@ def fit(
     *,
     distill_weight: float = 0.0,
     progress: bool = True,
+    train: bool = True,
     parallel: DataParallel | None = None,
 ) -> FitResult:
     """Train ``model`` with one loss per code length; early-stop on validation mAP; see the module docstring.
 
     ``data`` provides ``train``, ``validation`` (may be None), ``query`` and ``database`` loaders yielding
     ``(images, multi-hot labels, index)``. ``distill_weight`` is the λ in effect (0: no distillation).
-    Returns the history, timings, conflict log and the best state. With ``parallel`` (data-parallel training,
-    :mod:`nhllib.distributed`), ``data.train`` yields this rank's share of each global batch, and rank 0 evaluates
-    and shares the scores, so every rank selects and stops at the same epoch.
+    ``train=False`` evaluates the initialised network once, as epoch 0, and trains nothing: the reference level
+    that a trained model's mAP is read against. Returns the history, timings, conflict log and the best state.
+    With ``parallel`` (data-parallel training, :mod:`nhllib.distributed`), ``data.train`` yields this rank's share
+    of each global batch, and rank 0 evaluates and shares the scores, so every rank selects and stops alike.
     """
     if len(losses) != len(model.code_lengths):
         raise ValueError(f"need one loss per code length {model.code_lengths}, got {len(losses)} losses")
@@ -211,6 +213,11 @@ def fit(
     result = FitResult(conflicts=ConflictLog(model.code_lengths) if weighting.monitors_conflicts else None)
     selection_split = "validation" if data.validation is not None else None
     best_score, evaluations_without_gain = -float("inf"), 0
+    if not train:
+        scores, _ = _evaluate(model, data, device, training, result, epoch=0, parallel=parallel)
+        result.val_map_best, result.query_map_best = scores.get("validation", {}), scores["query"]
+        result.best_state = copy.deepcopy(model.state_dict())
+        return result
 
     for epoch in range(1, training.epochs + 1):
         for loss in losses:
@@ -236,18 +243,7 @@ def fit(
 
         if epoch % training.eval_every and epoch != training.epochs:
             continue
-        start = time.perf_counter()
-        main = parallel is None or parallel.ctx.is_main
-        scores = evaluate_model(model, data, device, training.topk, training.ties) if main else None
-        if parallel is not None:
-            scores = broadcast_object(scores)
-        eval_time = time.perf_counter() - start
-        result.eval_time_s += eval_time
-        result.history.append(_row(epoch, None, "eval", "eval_time_s", eval_time))
-        for split, per_length in scores.items():
-            for length, value in per_length.items():
-                result.history.append(_row(epoch, length, split, "map", value))
-        result.query_map_last = scores["query"]
+        scores, eval_time = _evaluate(model, data, device, training, result, epoch, parallel)
         # Never select on the query split: without a validation split the last evaluation is taken.
         score = _mean(scores[selection_split]) if selection_split else float(epoch)
         logger.info("epoch %d: selection score %.4f (%.1fs train, %.1fs eval)", epoch, score, epoch_time, eval_time)
@@ -264,6 +260,25 @@ def fit(
                 logger.info("early stop at epoch %d (best epoch %d)", epoch, result.best_epoch)
                 break
     return result
+
+
+def _evaluate(model: HashingModel, data, device: torch.device, training: TrainingConfig, result: FitResult,
+              epoch: int, parallel: DataParallel | None = None) -> tuple[dict[str, dict[int, float]], float]:
+    """Evaluate every split, log the time and each mAP in the history, keep the query mAP as the last one;
+    returns the scores and the evaluation time."""
+    start = time.perf_counter()
+    main = parallel is None or parallel.ctx.is_main
+    scores = evaluate_model(model, data, device, training.topk, training.ties) if main else None
+    if parallel is not None:
+        scores = broadcast_object(scores)  # rank 0's scores: every rank selects and stops alike
+    eval_time = time.perf_counter() - start
+    result.eval_time_s += eval_time
+    result.history.append(_row(epoch, None, "eval", "eval_time_s", eval_time))
+    for split, per_length in scores.items():
+        for length, value in per_length.items():
+            result.history.append(_row(epoch, length, split, "map", value))
+    result.query_map_last = scores["query"]
+    return scores, eval_time
 
 
 def _mean(values: dict[int, float]) -> float:

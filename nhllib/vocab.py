@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Variant", "VARIANTS", "HEAD_KINDS", "TIE_MODES", "THRESHOLD_NORMS"]
+__all__ = ["Variant", "VARIANTS", "REFERENCE_VARIANT", "HEAD_KINDS", "TIE_MODES", "THRESHOLD_NORMS"]
 
 #: How the hash layer is built: "nested" is one NestedHashLayer (codes are prefixes of each other);
 #: "multi-head" is K unrelated linear heads on the shared backbone (the ``heads`` control).
@@ -31,6 +31,7 @@ class Variant:
     conflict_weighting: bool  # apply the gradient-conflict weights (else uniform, conflicts still monitored)
     distillation: bool  # add λ·D_k, the long-to-short cascade distillation
     single_length: bool = False  # one model per code length (the baseline)
+    trains: bool = True  # False: the network as initialised, evaluated once (the reference level)
 
     @property
     def weighting(self) -> str:
@@ -46,4 +47,8 @@ VARIANTS: dict[str, Variant] = {
     "nhl-distill": Variant("+ long-to-short cascade distillation (paper: w/o A)", "nested", False, True),
     "nhl": Variant("conflict weighting + distillation (the full method)", "nested", True, True),
     "heads": Variant("shared backbone, one non-nested linear head per length (extra control)", "multi-head", False, False),
+    "untrained": Variant("the nested network at initialisation, never trained (the reference level)", "nested",
+                         False, False, trains=False),
 }
+#: The variant whose mAP is the reference level of the tables and figures (what training must beat).
+REFERENCE_VARIANT = "untrained"

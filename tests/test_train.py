@@ -186,3 +186,22 @@ def test_conflict_weighting_sees_the_true_gradients_of_a_centred_head(center):
     _, outcome = train_step(model, losses, (x, y, index), optimizer, ConflictAware(lengths, apply=True), 0.0)
     torch.testing.assert_close(outcome.stats.dot, expected_stats.dot, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(outcome.weights, expected_weights)
+
+
+def test_untrained_reference_is_the_initialised_network_evaluated_once(tmp_path, data_dir):
+    from nhllib.experiment import build_run
+    from nhllib.train import evaluate_model
+
+    cfg = tiny(data_dir, variant="untrained", code_lengths=(8, 16))
+    expected = evaluate_model(build_run(cfg, progress=False).model, build_run(cfg, progress=False).data,
+                              torch.device("cpu"), None, "expected")
+    run_dir = run_experiment(cfg, tmp_path, progress=False)
+    metrics = load_results(tmp_path, "t")
+    run_level = metrics[metrics["code_length"].isna()].set_index("metric")["value"]
+    assert run_level["epochs_run"] == 0 and run_level["train_steps"] == 0 and run_level["train_time_s"] == 0
+    per_length = metrics.dropna(subset=["code_length"]).set_index(["metric", "code_length"])["value"]
+    for length in (8, 16):
+        assert per_length[("map", length)] == pytest.approx(expected["query"][length])
+        assert per_length[("val_map", length)] == pytest.approx(expected["validation"][length])
+    history = pd.read_csv(run_dir / "history.csv")
+    assert set(history["epoch"]) == {0} and "objective" not in set(history["metric"])
