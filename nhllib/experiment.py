@@ -90,6 +90,9 @@ def build_run(cfg: RunConfig, progress: bool = True, ctx: DistContext | None = N
     centring = {"center": True} if cfg.model.center_codes else {}
     head = HEADS[plan.head](backbone.out_features, lengths, **centring)
     model = HashingModel(backbone, head)
+    if device.type == "cuda":
+        # NHWC convolutions: the layout cuDNN's tensor-core kernels want (most of the gain under AMP).
+        model = model.to(memory_format=torch.channels_last)
     hashing = cfg.hashing
     losses = build_losses(hashing.method, lengths, data.num_classes, data.num_train,
                           nested=isinstance(head, NestedHashLayer), targets=hashing.targets, seed=cfg.seed,
