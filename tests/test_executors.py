@@ -115,3 +115,14 @@ def test_the_slurm_array_script_carries_the_options(tmp_path, monkeypatch):
                  "--time=600", "--account=lab", "--constraint=h100", "--exclude=node12", "--ntasks-per-node=1",
                  "--job-name=nhl-paper-runs"):
         assert f"#SBATCH {line}\n" in script, line
+
+
+def test_a_profile_slurm_block_is_validated_with_the_grid(tmp_path):
+    from nhllib.study import load_profile
+
+    (tmp_path / "p.yaml").write_text("study: p\ngrid: [{variant: nhl, code_lengths: [8, 16]}]\nslurm: {gpus: 2}\n")
+    with pytest.raises(ValueError, match=r"p.yaml, block 'slurm': unknown slurm option\(s\) \['gpus'\]"):
+        load_profile("p", profiles_dir=tmp_path)
+    (tmp_path / "p.yaml").write_text("study: p\ngrid: [{variant: nhl, code_lengths: [8, 16]}]\n"
+                                     "slurm: {gpus_per_run: 2, partition: gpu}\n")
+    assert load_profile("p", profiles_dir=tmp_path).slurm == {"gpus_per_run": 2, "partition": "gpu"}
