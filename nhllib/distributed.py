@@ -127,7 +127,7 @@ def process_group(device: str | torch.device = "auto", backend: str | None = Non
     if dist.is_initialized():
         raise RuntimeError("a torch.distributed process group is already initialised in this process")
     kwargs: dict[str, Any] = {"backend": backend, "timeout": timedelta(seconds=timeout_s)}
-    if device.type == "cuda":
+    if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
         kwargs["device_id"] = device  # binds NCCL to this GPU at once (no guessing in the first collective)
     dist.init_process_group(**kwargs)
     try:
