@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Regenerate the study: ./run_all.sh [smoke|default|full|paper] [driver options]   (default profile: default)
-#   driver options (python -m nhllib.study --help): --results DIR, --jobs N, --analysis-only, --list
-# Creates the environment on first use, checks the data, runs every missing run of the profile's grid
+#   driver options (python -m nhllib.study --help): --results DIR, --jobs N, --analysis-only, --list,
+#   --executor slurm (a Slurm job array through submitit; --partition, --gpus-per-run, --time-min, ...)
+# Creates the environment on first use, fetches Fashion-MNIST when missing (scripts/get_data.sh), checks the data, runs every missing run of the profile's grid
 # (studies/<profile>.yaml) through papermill, then the analysis notebooks. Resumable: complete runs are skipped.
+# The default profile then renders the executed tour and exercises into docs/rendered/ (scripts/render_docs.sh;
+# NHL_RENDER_DOCS=0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")"
 profile=${1:-default}
@@ -13,9 +16,13 @@ if [ ! -f "studies/$profile.yaml" ]; then
 fi
 source scripts/env.sh
 ensure_env
+NHL_PYTHON="$NHL_PYTHON" scripts/get_data.sh --profile "$profile"
 "$NHL_PYTHON" -m nhllib.check_data --profile "$profile"
 start=$(date +%s)
 status=0
 "$NHL_PYTHON" -m nhllib.study "$profile" "$@" || status=$?
+if [ "$status" -eq 0 ] && [ "$profile" = default ] && [ "${NHL_RENDER_DOCS:-1}" = 1 ]; then
+  NHL_PYTHON="$NHL_PYTHON" scripts/render_docs.sh || status=$?  # the executed tour and exercises under docs/rendered/
+fi
 echo "run_all.sh $profile: $(( $(date +%s) - start )) s, exit status $status"
 exit $status

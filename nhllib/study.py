@@ -5,6 +5,8 @@ A profile is a YAML file (``studies/<profile>.yaml``)::
 
     study: default              # results/<study>/
     defaults: {epochs: 30, ...}   # RunConfig fields shared by every run
+    method_defaults:            # fields every run of one method gets (a block or sweep value overrides them)
+      dsh: {loss_hparams: {pairs: batch}}
     analysis:                   # parameters of the analysis notebooks, per notebook
       04_retrieval.ipynb: {method: csq}
     grid:
@@ -67,8 +69,16 @@ def available_profiles(profiles_dir: Path = PROFILES_DIR) -> list[str]:
     return sorted(p.stem for p in profiles_dir.glob("*.yaml"))
 
 
-def expand_grid(study: str, defaults: dict[str, Any], grid: list[dict[str, Any]]) -> list[RunConfig]:
-    """Expand grid blocks into validated configs (duplicates removed, order kept)."""
+def expand_grid(study: str, defaults: dict[str, Any], grid: list[dict[str, Any]],
+                method_defaults: dict[str, dict[str, Any]] | None = None) -> list[RunConfig]:
+    """Expand grid blocks into validated configs (duplicates removed, order kept).
+
+    ``method_defaults`` maps a method to parameters that every run of that method gets (the per-method choices of
+    a profile, for example in-batch pairs for DSH); a block or sweep value still overrides them.
+    """
+    method_defaults = method_defaults or {}
+    if not isinstance(method_defaults, dict) or not all(isinstance(v, dict) for v in method_defaults.values()):
+        raise ValueError(f"method_defaults must map a method name to a mapping of parameters, got {method_defaults!r}")
     configs: dict[str, RunConfig] = {}
     for number, block in enumerate(grid, start=1):
         if not isinstance(block, dict):
@@ -77,7 +87,9 @@ def expand_grid(study: str, defaults: dict[str, Any], grid: list[dict[str, Any]]
         sweep = block.get("sweep", {})
         names = list(sweep)
         for values in itertools.product(*(sweep[name] for name in names)):
-            params = {**defaults, **fixed, **dict(zip(names, values)), "study": study}
+            chosen = {**fixed, **dict(zip(names, values))}
+            method = chosen.get("method", defaults.get("method"))
+            params = {**defaults, **method_defaults.get(method, {}), **chosen, "study": study}
             if "code_lengths" in params:
                 params["code_lengths"] = tuple(params["code_lengths"])
             try:
@@ -98,7 +110,7 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
     for key in ("study", "grid"):
         if key not in spec:
             raise ValueError(f"profile file {path.name} lacks the key {key!r}")
-    configs = expand_grid(spec["study"], spec.get("defaults", {}), spec["grid"])
+    configs = expand_grid(spec["study"], spec.get("defaults", {}), spec["grid"], spec.get("method_defaults"))
     slurm = spec.get("slurm") or {}
     try:
         SlurmOptions.from_dict(slurm)  # validated now, like the grid

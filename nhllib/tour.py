@@ -1,30 +1,51 @@
-"""Helpers of the teaching notebook ``notebooks/00_tour.ipynb``: toy codes, distance histograms, figures.
+"""Helpers of the teaching notebook ``notebooks/00_tour.ipynb``: toy codes, distance histograms, the tour's
+training runs with their reference levels, diagrams of the nested layer and of the conflict rule, figures.
 
-Tensors or tidy DataFrames in; a tensor, a DataFrame or a matplotlib ``Figure`` out. Nothing here reads or
-writes files or prints. Figures are built with ``matplotlib.figure.Figure`` (not pyplot), so nothing is
+Tensors, configs or tidy DataFrames in; a tensor, a DataFrame, a :class:`TourRun` or a matplotlib ``Figure``
+out. Nothing here prints or writes files (training reads the data and saves its split, as every run does). Figures are built with ``matplotlib.figure.Figure`` (not pyplot), so nothing is
 registered globally; a notebook with ``%matplotlib inline`` shows the returned figure.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.colors import to_rgba
+from matplotlib.patches import FancyBboxPatch, Patch, Polygon
 from torch import Tensor
 
-from nhllib.checks import check_positive_int
+from nhllib.config import RunConfig
+from nhllib.evaluate import encode, evaluate_nested, mean_average_precision
+from nhllib.experiment import BuiltRun, build_run
+from nhllib.losses import TARGET_MODES, build_losses
 from nhllib.results import require_columns
+from nhllib.train import FitResult
+from nhllib.checks import check_positive_int
+from nhllib.weighting import conflict_weights
 
 __all__ = [
+    "TourRun",
     "codes_at_distances",
+    "conflict_summary",
+    "map_table",
+    "same_targets",
+    "target_agreement",
+    "time_table",
+    "train_run",
+    "train_separate",
+    "weight_summary",
     "hamming_histograms",
     "plot_codes",
+    "resolve_data_dir",
     "plot_conflicts",
     "plot_hamming_distributions",
     "plot_map_by_length",
@@ -318,3 +339,363 @@ def plot_conflicts(conflicts: pd.DataFrame, weights: pd.DataFrame | None = None)
     steps = int(conflicts.groupby("epoch")["steps"].first().sum())
     fig.suptitle(f"Gradient conflicts on the shared hash weight ({steps} measured steps)", fontsize=11)
     return fig
+
+
+# ----------------------------------------------------------------------------- training runs of the tour
+
+
+@dataclass
+class TourRun:
+    """One trained model of the tour and what the tour shows about it.
+
+    ``query_map`` is the query mAP per length of the best-validation checkpoint (expected tie order),
+    ``untrained_map`` the same for the freshly initialised network before the first step, ``chance_map`` the
+    mAP of a network that gives every image the same code (every item tied: a random ranking), and
+    ``wall_s`` the wall time of building and training (data loading, evaluations and all).
+    """
+
+    label: str
+    config: RunConfig
+    built: BuiltRun
+    result: FitResult
+    query_map: dict[int, float]
+    untrained_map: dict[int, float]
+    chance_map: float
+    wall_s: float
+    targets: str | None = None
+
+
+def _targets_of(loss: torch.nn.Module) -> Tensor | None:
+    """The per-class target codes of a centre-based loss (CSQ, MDSH, SHCIR: ``centers``; DPN: ``targets``)."""
+    for name in ("centers", "targets"):
+        value = getattr(loss, name, None)
+        if isinstance(value, Tensor):
+            return value
+    return None
+
+
+def train_run(cfg: RunConfig, targets: str | None = None, label: str | None = None) -> TourRun:
+    """Build and train ``cfg`` as :func:`nhllib.experiment.build_run` and :func:`nhllib.train.fit` do.
+
+    ``targets`` (``"nested"`` or ``"independent"``, nested models only) rebuilds the per-length losses with
+    :func:`nhllib.losses.build_losses` so that the targets of the shorter lengths are prefixes of the longest
+    one's, or built on their own; ``None`` keeps what ``build_run`` made. The model's initial weights do not
+    depend on it, so two runs that differ only in ``targets`` start from the same network.
+    """
+    if targets is not None and targets not in TARGET_MODES:
+        raise ValueError(f"targets must be None or one of {TARGET_MODES}, got {targets!r}")
+    start = time.perf_counter()
+    if targets is not None:
+        cfg = RunConfig.from_dict({**cfg.flat(), "targets": targets})
+    built = build_run(cfg, progress=False)
+    built.model.to(built.device)
+    db_codes, db_labels = encode(built.model, built.data.database, built.device)
+    q_codes, q_labels = encode(built.model, built.data.query, built.device)
+    untrained = evaluate_nested(q_codes, q_labels, db_codes, db_labels, ties=cfg.training.ties)
+    same_code_q = torch.ones(q_labels.shape[0], 1)
+    chance = mean_average_precision(same_code_q, q_labels, torch.ones(db_labels.shape[0], 1), db_labels,
+                                    ties="expected")
+    result = built.fit()
+    if result.best_state is not None:
+        built.model.load_state_dict(result.best_state)
+    wall = time.perf_counter() - start
+    logger.info("%s: %d epochs, training %.1f s, wall %.1f s", label or cfg.hashing.variant, result.epochs_run,
+                result.train_time_s, wall)
+    return TourRun(label or cfg.hashing.variant, cfg, built, result, dict(result.query_map_best), untrained, chance, wall,
+                   targets)
+
+
+def train_separate(cfg: RunConfig, label: str = "separate") -> TourRun:
+    """One single-length model per length of ``cfg`` (the ``separate`` baseline), trained one after the other.
+
+    Returns one :class:`TourRun` whose ``query_map`` / ``untrained_map`` hold every length, ``result`` the last
+    model's fit (its ``train_time_s`` replaced by the sum over the models) and ``wall_s`` the total wall time.
+    """
+    start = time.perf_counter()
+    runs = [train_run(RunConfig.from_dict({**cfg.flat(), "variant": "separate", "code_lengths": (length,)}),
+                      label=f"separate {length}")
+            for length in cfg.model.code_lengths]
+    last = runs[-1]
+    result = replace(last.result, train_time_s=sum(r.result.train_time_s for r in runs),
+                     epochs_run=max(r.result.epochs_run for r in runs))
+    return TourRun(label, cfg, last.built, result, {k: v for r in runs for k, v in r.query_map.items()},
+                   {k: v for r in runs for k, v in r.untrained_map.items()}, last.chance_map,
+                   time.perf_counter() - start)
+
+
+def map_table(runs: Sequence[TourRun]) -> pd.DataFrame:
+    """Query mAP per code length of each run, with the two references: the untrained network (of the first
+    run) and a network giving every image the same code (chance). Rows: model; columns: code length."""
+    if not runs:
+        raise ValueError("runs must hold at least one TourRun")
+    rows = {run.label: run.query_map for run in runs}
+    first = runs[0]
+    rows["untrained network (reference)"] = first.untrained_map
+    rows["same code for every image (chance)"] = {length: first.chance_map for length in first.query_map}
+    table = pd.DataFrame(rows).T
+    table.columns = [int(c) for c in table.columns]
+    return table[sorted(table.columns)]
+
+
+def time_table(runs: Sequence[TourRun]) -> pd.DataFrame:
+    """Training-loop time, wall time and epochs of each run (one row per run)."""
+    return pd.DataFrame([{"model": run.label, "lengths": len(run.query_map), "epochs": run.result.epochs_run,
+                          "training loop (s)": round(run.result.train_time_s, 1), "wall (s)": round(run.wall_s, 1)}
+                         for run in runs]).set_index("model")
+
+
+def target_agreement(losses: Sequence[torch.nn.Module], class_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """For each class: is each shorter length's target code the prefix of the longest length's target?
+
+    ``losses`` are the per-length losses of one nested model, shortest first. Losses without per-class targets
+    (pairwise and triplet losses) give an empty frame. Columns: ``class`` and one boolean column per shorter
+    length ``L``, named ``"L-bit = prefix"``; ``False`` marks a class whose L-bit target contradicts the first L
+    bits of its longest target, a built-in gradient conflict.
+    """
+    targets = [_targets_of(loss) for loss in losses]
+    if len(targets) < 2 or any(t is None for t in targets):
+        return pd.DataFrame(columns=["class"])
+    longest = targets[-1]
+    rows = []
+    for c in range(longest.shape[0]):
+        row = {"class": class_names[c] if class_names is not None else c}
+        for short in targets[:-1]:
+            row[f"{short.shape[1]}-bit = prefix"] = bool(torch.equal(short[c], longest[c, :short.shape[1]]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def same_targets(a: Sequence[torch.nn.Module], b: Sequence[torch.nn.Module]) -> bool:
+    """Whether two lists of per-length losses hold identical per-class targets (True when neither has any)."""
+    for x, y in zip(a, b, strict=True):
+        tx, ty = _targets_of(x), _targets_of(y)
+        if (tx is None) != (ty is None) or (tx is not None and not torch.equal(tx, ty)):
+            return False
+    return True
+
+
+def conflict_summary(run: TourRun) -> pd.DataFrame:
+    """Per pair of lengths, over the whole run: share of steps in conflict, mean cosine, mean α (steps-weighted),
+    and the mean weight the longer length got; empty for runs without a conflict log."""
+    log = run.result.conflicts
+    if log is None or not log.rows:
+        return pd.DataFrame(columns=["pair", "conflict_rate", "mean_cosine", "mean_alpha"])
+    frame = pd.DataFrame(log.rows)
+    out = []
+    for (short, long), part in frame.groupby(["short_length", "long_length"]):
+        w = part["steps"]
+        out.append({"pair": f"{int(short)}|{int(long)}",
+                    "conflict_rate": float(np.average(part["conflict_rate"], weights=w)),
+                    "mean_cosine": float(np.average(part["mean_cosine"], weights=w)),
+                    "mean_alpha": float(np.average(part["mean_alpha"], weights=w))})
+    return pd.DataFrame(out).set_index("pair").round(3)
+
+
+def weight_summary(runs: Sequence[TourRun]) -> pd.DataFrame:
+    """Mean weight applied to each length over training (steps-weighted over epochs), one row per run.
+    Weights of 1 mean the conflict rule never damped anything (or the variant does not apply it)."""
+    rows = {}
+    for run in runs:
+        log = run.result.conflicts
+        if log is None or not log.weight_rows:
+            continue
+        frame = pd.DataFrame(log.weight_rows)
+        steps = pd.DataFrame(log.rows).groupby("epoch")["steps"].first()
+        frame = frame.assign(steps=frame["epoch"].map(steps))
+        rows[run.label] = {int(length): float(np.average(part["weight"], weights=part["steps"]))
+                           for length, part in frame.groupby("code_length")}
+    return pd.DataFrame(rows).T.round(3)
+
+
+def compare_targets(cfg: RunConfig, first: TourRun | None = None) -> tuple[list[TourRun], str]:
+    """The same nested model trained with ``targets="independent"`` and with ``targets="nested"``.
+
+    ``first`` is an already trained independent-targets run of ``cfg`` (reused, not retrained). When this
+    version of nhllib builds identical targets in both modes (target-free losses, or a loss whose ``nest`` hook
+    does not change them), the second run would repeat the first exactly, so it is not trained and the note
+    says so. Returns the runs and a one-paragraph note on what differs.
+    """
+    first = first if first is not None else train_run(cfg, targets="independent",
+                                                      label="nhl, independent targets")
+    nested_losses = build_losses(cfg.hashing.method, cfg.model.code_lengths, first.built.data.num_classes,
+                                 first.built.data.num_train, nested=True, targets="nested", seed=cfg.seed,
+                                 **cfg.hashing.loss_hparams)
+    if same_targets(first.built.losses, nested_losses):
+        return [first], (f"targets='nested' and targets='independent' give {cfg.hashing.method.upper()} the same "
+                         f"per-class targets in this version of nhllib, so a second run would repeat the first "
+                         f"exactly and was not trained. The prefix table above shows the contradiction that "
+                         f"nested targets remove.")
+    second = train_run(cfg, targets="nested", label="nhl, nested targets")
+    agree = target_agreement(second.built.losses)
+    consistent = bool(agree.drop(columns="class").to_numpy().all()) if not agree.empty else True
+    return [first, second], ("With targets='nested' every shorter target is the prefix of the longest one"
+                             if consistent else "With targets='nested' some targets still differ from the "
+                             "longest one's prefix") + "; the two runs start from the same network."
+
+
+def plot_map_against_references(table: pd.DataFrame) -> Figure:
+    """Query mAP per code length of each model (rows of :func:`map_table`), with the reference rows (names
+    containing ``"reference"`` or ``"chance"``) drawn dashed and grey."""
+    if not isinstance(table, pd.DataFrame) or table.empty:
+        raise ValueError("table must be a non-empty DataFrame from map_table")
+    lengths = [int(c) for c in table.columns]
+    fig = Figure(figsize=(6.2, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for name, row in table.iterrows():
+        reference = "reference" in str(name) or "chance" in str(name)
+        ax.plot(lengths, row.to_numpy(dtype=float), marker="" if reference else "o",
+                linestyle="--" if reference else "-", color="0.55" if reference else None,
+                linewidth=1.2 if reference else 2, label=str(name))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, labels=[str(v) for v in lengths])
+    ax.minorticks_off()
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("code length (bits)")
+    ax.set_ylabel("query mAP (expected tie order)")
+    ax.set_title("Trained models against the untrained network and chance", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center right")
+    return fig
+
+
+# ----------------------------------------------------------------------------- diagrams
+
+
+def plot_nested_layer(code_lengths: Sequence[int], in_features: int = 64) -> Figure:
+    """Diagram of the nested hash layer: features f (d), the one weight W (L_K × d) with its rows banded by
+    the shortest code that uses them, and the codes h_k = first L_k outputs, each a prefix of the next."""
+    lengths = [int(v) for v in code_lengths]
+    if not lengths or any(b <= a for a, b in zip(lengths, lengths[1:])) or lengths[0] < 1:
+        raise ValueError(f"code_lengths must be strictly increasing positive ints, got {list(code_lengths)}")
+    check_positive_int("in_features", in_features)
+    colors = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#8d99ae", "#6d597a"]
+    longest = lengths[-1]
+    height = 6.0  # drawing units for the longest code
+    scale = height / longest
+    fig = Figure(figsize=(9.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    ax.set_xlim(0, 10)
+    ax.set_ylim(-1.2, height + 0.9)
+    ax.axis("off")
+    # image -> backbone -> features
+    ax.add_patch(_box(0.1, 2.3, 1.2, 1.4, "#adb5bd"))
+    ax.text(0.7, 3.0, "image\nx", ha="center", va="center", fontsize=9)
+    ax.add_patch(_box(1.7, 2.0, 1.5, 2.0, "#ced4da"))
+    ax.text(2.45, 3.0, "backbone\n(shared)", ha="center", va="center", fontsize=9)
+    ax.add_patch(_box(3.6, 1.0, 0.4, 4.0, "#dee2e6"))
+    ax.text(3.8, 0.6, f"f(x)\nd = {in_features}", ha="center", va="top", fontsize=8)
+    for x0, x1 in ((1.3, 1.7), (3.2, 3.6)):
+        ax.annotate("", (x1, 3.0), (x0, 3.0), arrowprops={"arrowstyle": "->", "color": "0.3"})
+    # the weight matrix, rows banded by the shortest code using them
+    x_w, w_width = 4.6, 1.8
+    previous = 0
+    for k, length in enumerate(lengths):
+        top = height - previous * scale
+        bottom = height - length * scale
+        ax.add_patch(_box(x_w, bottom, w_width, top - bottom, colors[k % len(colors)], alpha=0.85))
+        label = f"rows {previous}–{length - 1}"
+        ax.text(x_w + w_width / 2, (top + bottom) / 2, label, ha="center", va="center", fontsize=7,
+                color=_text_color(to_rgba(colors[k % len(colors)])))
+        previous = length
+    ax.text(x_w + w_width / 2, height + 0.35, f"W: one Linear({in_features}, {longest})", ha="center", fontsize=9)
+    ax.annotate("", (x_w, 3.0), (4.0, 3.0), arrowprops={"arrowstyle": "->", "color": "0.3"})
+    # codes as brackets: h_k = the first L_k outputs
+    for k, length in enumerate(lengths):
+        x = x_w + w_width + 0.35 + 0.55 * k
+        bottom = height - length * scale
+        ax.plot([x, x], [height, bottom], color=colors[k % len(colors)], linewidth=4, solid_capstyle="butt")
+        ax.text(x, bottom - 0.15, f"h{k + 1}\n{length} bits", ha="center", va="top", fontsize=7)
+    x_text = x_w + w_width + 0.35 + 0.55 * len(lengths) + 0.1
+    ax.text(x_text, height - 0.1, "every code is a prefix of the\nlonger ones: h_k = h_K[:L_k]\n\n"
+            f"rows 0–{lengths[0] - 1} are trained by all\n{len(lengths)} objectives, the last rows\n"
+            "by the longest code only", ha="left", va="top", fontsize=8)
+    fig.suptitle("The nested hash layer: one weight matrix, K codes as prefixes", fontsize=11)
+    return fig
+
+
+def _box(x: float, y: float, width: float, height: float, color: str, alpha: float = 1.0) -> FancyBboxPatch:
+    return FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.02", facecolor=color, edgecolor="0.25",
+                          linewidth=0.8, alpha=alpha)
+
+
+def pair_rule(g_short: Sequence[float], g_long: Sequence[float], num_lengths: int = 4,
+              beta: float = 1.0) -> dict[str, float]:
+    """The conflict rule for one pair (s, l) whose gradients on the shorter code's rows are ``g_short`` and
+    ``g_long`` (vectors of one size), computed with :func:`nhllib.weighting.conflict_weights`.
+
+    The other K − 2 lengths get zero gradients, so they neither conflict nor change the pair's factor; only
+    their number enters, through the threshold τ = β‖g_s‖²/(K − 1). Returns ``dot`` (δ), ``cosine``, ``tau``
+    (τ), ``alpha`` (α) and ``conflict`` (1.0 when δ < 0).
+    """
+    a = torch.as_tensor(g_short, dtype=torch.float64).flatten()
+    b = torch.as_tensor(g_long, dtype=torch.float64).flatten()
+    if a.shape != b.shape or a.numel() == 0:
+        raise ValueError(f"g_short and g_long must be non-empty vectors of one size, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    if isinstance(num_lengths, bool) or not isinstance(num_lengths, int) or num_lengths < 2:
+        raise ValueError(f"num_lengths must be an int >= 2, got {num_lengths!r}")
+    lengths = tuple(range(1, num_lengths + 1))  # L_k = k: the pair (1, 2) shares exactly one row
+    grads = torch.zeros(num_lengths, num_lengths, a.numel(), dtype=torch.float64)
+    grads[0, 0] = a
+    grads[1, 0] = b
+    _, stats = conflict_weights(grads, lengths, beta=beta)
+    return {"dot": float(stats.dot[0, 1]), "cosine": float(stats.cosine[0, 1]),
+            "tau": beta * float(a.dot(a)) / (num_lengths - 1), "alpha": float(stats.alpha[0, 1]),
+            "conflict": float(stats.conflict[0, 1])}
+
+
+def plot_conflict_rule(examples: Sequence[tuple[Sequence[float], Sequence[float]]], num_lengths: int = 4,
+                       beta: float = 1.0) -> Figure:
+    """One panel per (g_s, g_l) pair of 2-D gradients: the two arrows, the tolerated band (a longer code may
+    oppose the shorter one by up to τ = β‖g_s‖²/(K − 1), i.e. a projection of τ/‖g_s‖ onto −g_s), and, when
+    the rule damps, the scaled gradient α·g_l, whose projection then sits exactly at the band's edge."""
+    if not examples:
+        raise ValueError("examples must hold at least one (g_short, g_long) pair")
+    fig = Figure(figsize=(4.2 * len(examples), 4.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(examples)))
+    for ax, (g_s, g_l) in zip(axes, examples):
+        gs = np.asarray(g_s, dtype=float)
+        gl = np.asarray(g_l, dtype=float)
+        if gs.shape != (2,) or gl.shape != (2,):
+            raise ValueError("each example must be a pair of 2-D vectors")
+        rule = pair_rule(gs, gl, num_lengths, beta)
+        unit = gs / np.linalg.norm(gs)
+        normal = np.array([-unit[1], unit[0]])
+        reach = max(np.linalg.norm(gs), np.linalg.norm(gl)) * 1.25
+        limit = rule["tau"] / np.linalg.norm(gs)  # tolerated opposing projection
+        band = [(-limit * unit + t * normal) for t in (-reach, reach)] + \
+               [(0 * unit + t * normal) for t in (reach, -reach)]
+        ax.add_patch(Polygon(band, closed=True, color="#ffd6a5", alpha=0.6, label="tolerated opposition (≤ τ)"))
+        ax.axline((0, 0), tuple(unit), color="0.7", linewidth=0.8)
+        ax.annotate("", tuple(gs), (0, 0), arrowprops={"arrowstyle": "-|>", "color": "#1d3557", "linewidth": 2})
+        ax.text(*(gs * 1.05), "g_s", color="#1d3557", fontsize=10)
+        ax.annotate("", tuple(gl), (0, 0), arrowprops={"arrowstyle": "-|>", "color": "#e63946", "linewidth": 2})
+        ax.text(*(gl * 1.05), "g_l", color="#e63946", fontsize=10)
+        projection = gl.dot(unit) * unit
+        ax.plot([gl[0], projection[0]], [gl[1], projection[1]], color="#e63946", linestyle=":", linewidth=1)
+        if rule["alpha"] < 1:
+            damped = rule["alpha"] * gl
+            ax.annotate("", tuple(damped), (0, 0),
+                        arrowprops={"arrowstyle": "-|>", "color": "#e63946", "linewidth": 1.5, "linestyle": "--"})
+            ax.text(*(damped * 1.08 + 0.05 * normal * reach), "α·g_l", color="#e63946", fontsize=9)
+        ax.set_xlim(-reach, reach)
+        ax.set_ylim(-reach, reach)
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.25)
+        verdict = "no conflict" if not rule["conflict"] else (
+            "conflict within τ: α = 1" if rule["alpha"] == 1 else f"conflict beyond τ: α = {rule['alpha']:.2f}")
+        ax.set_title(f"δ = {rule['dot']:.2f}, τ = {rule['tau']:.2f}\n{verdict}", fontsize=9)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"The conflict rule for one pair (K = {num_lengths}, β = {beta:g})", fontsize=11)
+    return fig
+
+
+def resolve_data_dir(data_dir: str) -> str:
+    """``data_dir`` as given, except that a relative path is taken from the repository root when the notebook
+    runs inside ``notebooks/`` (JupyterLab starts a notebook's kernel in the notebook's folder; papermill and the
+    study run from the root), so that every way of running the tour shares ``data/``."""
+    path = Path(data_dir)
+    cwd = Path.cwd()
+    if not path.is_absolute() and cwd.name == "notebooks" and (cwd.parent / "nhllib").is_dir():
+        return str(Path("..") / path)
+    return data_dir

@@ -24,7 +24,7 @@ THRESHOLD_NORMS = ("own", "shortest")
 
 @dataclass(frozen=True)
 class Variant:
-    """What a study variant switches on. The study compares these per hashing method (DESIGN.md)."""
+    """What a study variant switches on. The study compares these per hashing method (docs/method.md §2.5)."""
 
     description: str
     head: str  # one of HEAD_KINDS

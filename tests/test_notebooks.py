@@ -26,6 +26,8 @@ def test_committed_notebooks_have_no_outputs_and_a_parameters_cell(path):
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip the outputs"
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in code)
     source = "\n".join("".join(c["source"]) for c in code)
+    if path.name == "05_exercises.ipynb":  # the exception: the student writes the functions, checks live in nhllib
+        return
     assert "\ndef " not in "\n" + source and "\nclass " not in "\n" + source, "notebooks stay thin"
 
 

@@ -10,7 +10,9 @@ import torch
 from matplotlib.figure import Figure
 
 from nhllib import tour
+from nhllib.config import RunConfig
 from nhllib.data import DEBIAN_FASHION_MNIST_DIR
+from nhllib.losses import build_losses
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -141,21 +143,161 @@ def test_plot_conflicts_weighted_pair_means():
         tour.plot_conflicts(pd.DataFrame(rows).drop(columns="steps"))
 
 
+# ----------------------------------------------------------------------------- diagrams and the conflict rule
+
+
+@pytest.mark.parametrize("g_short, g_long, num_lengths", [([1.0, 0.0], [0.6, 0.9], 4), ([1.0, 0.0], [-0.25, 1.0], 4),
+                                                           ([1.0, 0.0], [-1.2, 0.6], 4), ([2.0, 1.0], [-3.0, 0.5], 2),
+                                                           ([0.5, -1.0, 2.0], [-0.4, 1.0, -0.9], 5)])
+def test_pair_rule_matches_the_formula(g_short, g_long, num_lengths):
+    dot = sum(a * b for a, b in zip(g_short, g_long))
+    tau = sum(a * a for a in g_short) / (num_lengths - 1)
+    alpha = tau / -dot if dot < 0 and -dot > tau else 1.0
+    rule = tour.pair_rule(g_short, g_long, num_lengths)
+    assert rule["dot"] == pytest.approx(dot, rel=1e-6)
+    assert rule["tau"] == pytest.approx(tau)
+    assert rule["alpha"] == pytest.approx(alpha, rel=1e-6)
+    assert rule["conflict"] == float(dot < 0)
+
+
+def test_pair_rule_errors():
+    with pytest.raises(ValueError, match="one size"):
+        tour.pair_rule([1.0, 0.0], [1.0])
+    with pytest.raises(ValueError, match="num_lengths"):
+        tour.pair_rule([1.0], [1.0], num_lengths=1)
+
+
+def test_plot_conflict_rule_titles_say_what_the_rule_did():
+    fig = tour.plot_conflict_rule([([1.0, 0.0], [0.6, 0.9]), ([1.0, 0.0], [-0.25, 1.0]), ([1.0, 0.0], [-1.2, 0.6])])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "no conflict" in titles[0] and "α = 1" in titles[1] and "α = 0.28" in titles[2]
+    with pytest.raises(ValueError, match="2-D"):
+        tour.plot_conflict_rule([([1.0, 0.0, 0.0], [1.0, 0.0, 0.0])])
+    with pytest.raises(ValueError, match="at least one"):
+        tour.plot_conflict_rule([])
+
+
+def test_plot_nested_layer_bands_every_length():
+    fig = tour.plot_nested_layer([8, 16, 32, 64], in_features=512)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert {"rows 0–7", "rows 8–15", "rows 16–31", "rows 32–63"} <= set(texts)
+    assert any("Linear(512, 64)" in t for t in texts)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        tour.plot_nested_layer([16, 8])
+
+
+def test_target_agreement_finds_the_csq_classes_whose_8_bit_centres_contradict():
+    losses = build_losses("csq", (8, 16, 32), num_classes=10, num_train=20, nested=True, targets="independent")
+    table = tour.target_agreement(losses, [f"c{i}" for i in range(10)])
+    assert list(table.columns) == ["class", "8-bit = prefix", "16-bit = prefix"]
+    assert table.loc[~table["8-bit = prefix"], "class"].tolist() == ["c8", "c9"]
+    assert table["16-bit = prefix"].all()
+    assert tour.target_agreement(build_losses("dtsh", (8, 16), 10, 20, nested=True)).empty
+    assert tour.same_targets(losses, build_losses("csq", (8, 16, 32), 10, 20, nested=True, targets="independent"))
+    assert not tour.same_targets(losses, build_losses("csq", (8, 16, 32), 12, 20, nested=True))
+
+
+def test_plot_map_against_references_draws_references_dashed():
+    table = pd.DataFrame({8: [0.6, 0.2, 0.1], 16: [0.7, 0.25, 0.1]},
+                         index=["nhl", "untrained network (reference)", "same code for every image (chance)"])
+    fig = tour.plot_map_against_references(table)
+    styles = [line.get_linestyle() for line in fig.axes[0].get_lines()]
+    assert styles == ["-", "--", "--"]
+    with pytest.raises(ValueError, match="non-empty"):
+        tour.plot_map_against_references(table.iloc[0:0])
+
+
+# ----------------------------------------------------------------------------- training runs (need the data)
+
+HAVE_DATA = (DEBIAN_FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists() or \
+    (REPO / "data" / "fashion-mnist" / "train-images-idx3-ubyte.gz").exists()
+needs_data = pytest.mark.skipif(not HAVE_DATA, reason="Fashion-MNIST is not installed (scripts/get_data.sh)")
+
+
+def tiny_config(tmp_path, **overrides):
+    params = dict(study="tour", method="csq", variant="nhl", code_lengths=(8, 16), backbone="mlp",
+                  data_dir=str(tmp_path / "data"), query_per_class=5, train_per_class=20, val_per_class=5,
+                  database_per_class=30, epochs=2, eval_every=1, seed=0, device="cpu")
+    params.update(overrides)
+    return RunConfig.from_dict(params)
+
+
+@needs_data
+def test_train_run_separate_and_tables(tmp_path):
+    cfg = tiny_config(tmp_path)
+    run = tour.train_run(cfg, targets="independent", label="nhl")
+    assert set(run.query_map) == {8, 16} and set(run.untrained_map) == {8, 16}
+    assert 0.0 < run.chance_map < 0.2  # ten balanced classes: about 0.1
+    assert run.result.epochs_run == 2 and run.wall_s >= run.result.train_time_s > 0
+    separate = tour.train_separate(cfg)
+    assert set(separate.query_map) == {8, 16} and separate.result.train_time_s > 0
+    table = tour.map_table([run, separate])
+    assert list(table.index) == ["nhl", "separate", "untrained network (reference)",
+                                 "same code for every image (chance)"]
+    assert list(table.columns) == [8, 16]
+    times = tour.time_table([run, separate])
+    assert list(times.index) == ["nhl", "separate"] and (times["epochs"] == 2).all()
+    summary = tour.conflict_summary(run)
+    assert list(summary.index) == ["8|16"] and 0 <= summary.loc["8|16", "conflict_rate"] <= 1
+    weights = tour.weight_summary([run, separate])
+    assert list(weights.index) == ["nhl"] and weights.loc["nhl"].sum() == pytest.approx(2.0, abs=1e-3)
+    runs, note = tour.compare_targets(cfg, first=run)
+    assert runs[0] is run and isinstance(note, str) and note
+    if len(runs) == 2:  # the nhllib version builds different nested targets: the second run is trained
+        assert runs[1].targets == "nested" and "same network" in note
+    else:
+        assert "not trained" in note
+    with pytest.raises(ValueError, match="targets"):
+        tour.train_run(cfg, targets="shared")
+
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (DEBIAN_FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists(),
-                    reason="Fashion-MNIST is not installed in the Debian location")
+@needs_data
 def test_tour_notebook_runs_end_to_end(tmp_path):
     papermill = pytest.importorskip("papermill")
     nbformat = pytest.importorskip("nbformat")
     out = tmp_path / "00_tour.ipynb"
     papermill.execute_notebook(
         str(REPO / "notebooks" / "00_tour.ipynb"), str(out),
-        parameters={"data_dir": str(tmp_path / "data"), "epochs": 1, "query_per_class": 5, "train_per_class": 20,
+        parameters={"data_dir": str(tmp_path / "data"), "epochs": 2, "query_per_class": 5, "train_per_class": 20,
                     "val_per_class": 5, "database_per_class": 30, "codes_per_class": 2},
         cwd=str(REPO), kernel_name="python3", progress_bar=False,
     )
     executed = nbformat.read(out, as_version=4)
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 4  # mAP by length, codes, distance distributions, conflicts
+    # nested layer, conflict rule, mAP against references, mAP by tie rule, codes, distance distributions, conflicts
+    assert len(images) == 7
+    text = "\n".join(o.get("data", {}).get("text/plain", "") for c in executed.cells if c.cell_type == "code"
+                     for o in c.outputs)
+    assert "untrained network (reference)" in text and "separate" in text
     assert list((tmp_path / "data" / "splits").iterdir())  # the only file the tour writes: its split
+
+
+def test_resolve_data_dir_from_the_notebooks_folder(tmp_path, monkeypatch):
+    (tmp_path / "nhllib").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert tour.resolve_data_dir("data") == str(Path("..") / "data")
+    assert tour.resolve_data_dir(str(tmp_path / "elsewhere")) == str(tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path)
+    assert tour.resolve_data_dir("data") == "data"
+
+
+@needs_data
+def test_compare_targets_trains_a_second_run_when_nested_targets_differ(tmp_path, monkeypatch):
+    # Stand-in for a CSQ `nest` hook that derives the shorter centres from the longest one's prefix (what
+    # targets="nested" is for); the tour must then train the second run and find no contradiction in it.
+    from nhllib.losses import CSQLoss
+
+    def nest(cls, losses, *, targets="nested"):
+        if targets == "nested":
+            for loss in losses[:-1]:
+                loss.centers = losses[-1].centers[:, :loss.code_length].clone()
+
+    monkeypatch.setattr(CSQLoss, "nest", classmethod(nest))
+    cfg = tiny_config(tmp_path, code_lengths=(8, 16), epochs=1)
+    runs, note = tour.compare_targets(cfg)
+    assert [r.targets for r in runs] == ["independent", "nested"] and "every shorter target is the prefix" in note
+    assert not tour.target_agreement(runs[0].built.losses)["8-bit = prefix"].all()
+    assert tour.target_agreement(runs[1].built.losses)["8-bit = prefix"].all()
+    assert list(tour.weight_summary(runs).index) == ["nhl, independent targets", "nhl, nested targets"]

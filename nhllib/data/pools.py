@@ -6,7 +6,8 @@ protocol re-splits it (:mod:`nhllib.data.split`). Where each dataset is looked f
 1. ``root=`` given by the caller, then the folder named by the environment variable ``NHL_DATA_DIR``
    (the files directly in it, or in its ``fashion-mnist/`` / ``cifar10/`` sub-folder);
 2. ``<data_dir>/fashion-mnist/`` or ``<data_dir>/cifar10/`` of the project;
-3. Fashion-MNIST only: the Debian package ``dataset-fashion-mnist`` (:data:`DEBIAN_FASHION_MNIST_DIR`);
+3. Fashion-MNIST only: the Debian package ``dataset-fashion-mnist`` (:data:`DEBIAN_FASHION_MNIST_DIR`; the
+   environment variable ``NHL_SYSTEM_FASHION_MNIST_DIR`` replaces that folder, e.g. to hide it in a test);
 4. with ``download=True``: a torchvision download into ``<data_dir>/<dataset>/``.
 
 A folder also matches when it holds torchvision's layout (``FashionMNIST/raw/``, ``cifar-10-batches-py/``).
@@ -28,8 +29,10 @@ from .idx import read_idx
 logger = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "NHL_DATA_DIR"
-#: Where the Debian/Ubuntu package ``dataset-fashion-mnist`` installs the original IDX files.
-DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+SYSTEM_DIR_ENV = "NHL_SYSTEM_FASHION_MNIST_DIR"
+#: Where the Debian/Ubuntu package ``dataset-fashion-mnist`` installs the original IDX files
+#: (``$NHL_SYSTEM_FASHION_MNIST_DIR`` replaces it, read once at import).
+DEBIAN_FASHION_MNIST_DIR = Path(os.environ.get(SYSTEM_DIR_ENV) or "/usr/share/datasets/fashion-mnist")
 
 FASHION_MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",

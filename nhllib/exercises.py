@@ -1,0 +1,340 @@
+"""Checks of the course kit ``notebooks/05_exercises.ipynb``: a student's function against nhllib's own.
+
+Each ``check_*`` function calls the student's function on seeded inputs, compares the result with what nhllib
+computes for the same inputs, and returns a :class:`CheckResult`: passed or not, and a message that says what
+was tried and, on failure, what was expected and what came back. A check never raises because of the student's
+code: an exception inside it (``NotImplementedError`` for an exercise not started) is reported as a failure.
+:class:`Grader` runs the checks and keeps a scoreboard for one notebook.
+
+The exercises (signatures the notebook asks for):
+
+1. ``hamming_ranking(query, database) -> (distances, order)``: Hamming distances of ±1 codes and the ranking,
+   ties broken by database position (checked against :class:`nhllib.retrieval.HammingIndex`).
+2. ``average_precision(distances, relevant, ties) -> float``: AP of one query over the whole database with
+   ``ties`` in ``"index"``, ``"optimistic"``, ``"pessimistic"`` (checked against
+   :func:`nhllib.evaluate.mean_average_precision`).
+3. ``prefix_codes(h, code_lengths) -> {L: codes}``: the ±1 codes of every nested length from the longest
+   continuous codes, sign(0) = +1 (checked against :class:`nhllib.nested.NestedHashLayer` and the binarisation
+   of :mod:`nhllib.evaluate`).
+4. ``conflict_factor(g_short, g_long, short_length, num_lengths, beta) -> (delta, tau, alpha)``: the conflict
+   test of one pair (checked against :func:`nhllib.weighting.conflict_weights`).
+5. ``csq_loss(u, y, centers, lam) -> tensor``: the CSQ loss of one length (checked against
+   :class:`nhllib.losses.CSQLoss`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nhllib.evaluate import mean_average_precision
+from nhllib.losses import CSQLoss
+from nhllib.nested import NestedHashLayer
+from nhllib.weighting import conflict_weights
+
+__all__ = [
+    "CheckResult",
+    "Grader",
+    "check_average_precision",
+    "check_conflict_factor",
+    "check_csq_loss",
+    "check_hamming_ranking",
+    "check_prefix_codes",
+    "load_solutions",
+    "pick",
+]
+
+logger = logging.getLogger(__name__)
+
+SOLUTIONS_FILE = "05_exercises_solutions.py"
+_SOLUTION_DIRS = ("solutions", "notebooks/solutions")  # from notebooks/ (JupyterLab) or the repository root
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of one check: ``passed``, the exercise's ``name`` and a human-readable ``message``."""
+
+    name: str
+    passed: bool
+    message: str
+
+    def __str__(self) -> str:
+        return f"{'PASS' if self.passed else 'FAIL'} · {self.name}: {self.message}"
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        color, mark = ("#1b7f3b", "&#10004; PASS") if self.passed else ("#b00020", "&#10008; FAIL")
+        body = self.message.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\n", "<br>")
+        return (f'<div style="border-left: 6px solid {color}; padding: 6px 10px; margin: 4px 0">'
+                f'<b style="color: {color}">{mark}</b> · <b>{self.name}</b><br>{body}</div>')
+
+
+def _failure(name: str, exc: BaseException) -> CheckResult:
+    if isinstance(exc, NotImplementedError):
+        return CheckResult(name, False, "not implemented yet: write the function above, then run this cell again.")
+    return CheckResult(name, False, f"your function raised {type(exc).__name__}: {exc}")
+
+
+def _as_numpy(x: object) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _short(x: object, items: int = 12) -> str:
+    flat = np.asarray(x).ravel()
+    text = np.array2string(flat[:items], precision=4, separator=", ")
+    return text[:-1] + ", ...]" if flat.size > items else text
+
+
+def _random_codes(generator: torch.Generator, rows: int, length: int) -> torch.Tensor:
+    return torch.randint(0, 2, (rows, length), generator=generator).float() * 2 - 1
+
+
+# ----------------------------------------------------------------------------- 1. Hamming ranking
+
+
+def check_hamming_ranking(fn: Callable, seed: int = 0) -> CheckResult:
+    """``fn(query (L,), database (N, L)) -> (distances (N,), order (N,))`` on random ±1 codes with many ties."""
+    from nhllib.retrieval import HammingIndex
+
+    name = "1 · Hamming ranking"
+    generator = torch.Generator().manual_seed(seed)
+    for case, (length, size) in enumerate(((8, 40), (16, 60), (32, 25))):
+        database = _random_codes(generator, size, length)
+        query = _random_codes(generator, 1, length)[0]
+        index = HammingIndex(length)
+        index.add(database)
+        expected_d, expected_ids = index.search(query[None], k=size)
+        expected_distances = ((length - database @ query) / 2).numpy()
+        try:
+            got = fn(query.clone(), database.clone())
+            distances, order = got
+            distances, order = _as_numpy(distances).astype(float), _as_numpy(order).astype(np.int64)
+        except Exception as exc:  # noqa: BLE001 - any error in the student's code is a failed check
+            return _failure(name, exc)
+        where = f"case {case + 1}: {length}-bit codes, {size} database items"
+        if distances.shape != (size,) or not np.array_equal(distances, expected_distances):
+            return CheckResult(name, False, f"{where}: the distances are wrong.\nexpected "
+                               f"{_short(expected_distances)}\ngot      {_short(distances)}")
+        if order.shape != (size,) or not np.array_equal(order, expected_ids[0]):
+            hint = ("" if np.array_equal(np.sort(order), np.arange(size)) else
+                    " (the order must hold every database position once)")
+            return CheckResult(name, False, f"{where}: the ranking is wrong{hint}. Sort by distance, and break "
+                               f"ties by database position (a stable sort).\nexpected {_short(expected_ids[0])}"
+                               f"\ngot      {_short(order)}")
+    return CheckResult(name, True, "distances and stable ranking agree with nhllib.retrieval.HammingIndex on "
+                       "3 databases (8, 16 and 32 bits).")
+
+
+# ----------------------------------------------------------------------------- 2. AP with ties
+
+
+def check_average_precision(fn: Callable, seed: int = 0) -> CheckResult:
+    """``fn(distances (N,), relevant (N,) 0/1, ties) -> float`` for the three tie rules, whole database."""
+    from nhllib.tour import codes_at_distances
+
+    name = "2 · average precision with ties"
+    rng = np.random.default_rng(seed)
+    cases = [([0, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3], [1, 0, 0, 1, 0, 1, 0, 0, 1, 0, 0, 1])]
+    for _ in range(3):
+        size = int(rng.integers(10, 30))
+        distances = rng.integers(0, 5, size).tolist()
+        relevant = (rng.random(size) < 0.35).astype(int).tolist()
+        relevant[int(rng.integers(size))] = 1  # at least one relevant item
+        cases.append((distances, relevant))
+    query = torch.tensor([1.0, -1, 1, 1, -1, 1, -1, -1])
+    q_labels = torch.tensor([[1.0, 0.0]])
+    for case, (distances, relevant) in enumerate(cases):
+        db = codes_at_distances(query, distances, seed=seed)
+        db_labels = torch.nn.functional.one_hot(1 - torch.tensor(relevant), 2).float()
+        for ties in ("index", "optimistic", "pessimistic"):
+            expected = mean_average_precision(query[None], q_labels, db, db_labels, ties=ties)
+            try:
+                got = float(fn(list(distances), list(relevant), ties))
+            except Exception as exc:  # noqa: BLE001
+                return _failure(name, exc)
+            if not np.isclose(got, expected, atol=1e-6):
+                return CheckResult(name, False, f"case {case + 1}, ties={ties!r}: expected AP {expected:.6f}, got "
+                                   f"{got:.6f}.\ndistances {distances}\nrelevant  {relevant}")
+    return CheckResult(name, True, f"AP agrees with nhllib.evaluate.mean_average_precision for {len(cases)} "
+                       f"rankings under the index, optimistic and pessimistic tie rules.")
+
+
+# ----------------------------------------------------------------------------- 3. prefix codes
+
+
+def check_prefix_codes(fn: Callable, seed: int = 0) -> CheckResult:
+    """``fn(h (B, L_K) continuous codes, code_lengths) -> {L: (B, L) ±1 codes}`` with sign(0) = +1."""
+    name = "3 · nested prefix codes"
+    for case, lengths in enumerate(((8, 16, 32), (4, 12, 20, 64))):
+        with torch.random.fork_rng(devices=[]):  # the layer's initialisation must not move the caller's RNG
+            torch.manual_seed(seed + case)
+            layer = NestedHashLayer(in_features=10, code_lengths=lengths)
+        features = torch.randn(6, 10, generator=torch.Generator().manual_seed(seed + case))
+        with torch.no_grad():
+            outputs = layer(features)
+            longest = outputs[-1].clone()
+            longest[0, :4] = 0.0  # exact zeros: sign(0) must be +1
+            outputs = [longest[:, :length] for length in lengths]
+        expected = {length: torch.where(u >= 0, 1, -1) for length, u in zip(lengths, outputs)}
+        try:
+            got = fn(longest.clone(), list(lengths))
+        except Exception as exc:  # noqa: BLE001
+            return _failure(name, exc)
+        if not isinstance(got, dict) or sorted(got) != sorted(lengths):
+            keys = sorted(got) if isinstance(got, dict) else type(got).__name__
+            return CheckResult(name, False, f"case {case + 1}: return a dict with one entry per code length "
+                               f"{list(lengths)}, got {keys}.")
+        for length in lengths:
+            codes = _as_numpy(got[length])
+            if codes.shape != (6, length) or not np.array_equal(codes, expected[length].numpy()):
+                hint = " Zeros must become +1 (torch.sign gives 0)." if codes.shape == (6, length) and \
+                    (codes == 0).any() else ""
+                return CheckResult(name, False, f"case {case + 1}, {length} bits: wrong codes.{hint}\nexpected "
+                                   f"row 0 {_short(expected[length][0].numpy())}\ngot      row 0 "
+                                   f"{_short(codes[0]) if codes.ndim == 2 else _short(codes)}")
+    return CheckResult(name, True, "the codes of every length match nhllib.nested.NestedHashLayer, binarised with "
+                       "sign(0) = +1, for 2 layers.")
+
+
+# ----------------------------------------------------------------------------- 4. the conflict test
+
+
+def check_conflict_factor(fn: Callable, seed: int = 0) -> CheckResult:
+    """``fn(g_short (L_K, d), g_long (L_K, d), short_length, num_lengths, beta) -> (delta, tau, alpha)``."""
+    name = "4 · the conflict test"
+    generator = torch.Generator().manual_seed(seed)
+    cases = []
+    for num_lengths, short_length, longest, beta in ((4, 8, 32, 1.0), (5, 16, 64, 1.0), (3, 4, 16, 0.5),
+                                                     (2, 8, 16, 2.0)):
+        g_short = torch.zeros(longest, 6, dtype=torch.float64)
+        g_short[:short_length] = torch.randn(short_length, 6, generator=generator, dtype=torch.float64)
+        for scale in (0.2, 3.0, -0.1, -3.0):  # aligned, strongly aligned, weak and strong conflicts
+            noise = torch.randn(longest, 6, generator=generator, dtype=torch.float64)
+            cases.append((g_short, scale * g_short + 0.3 * noise, short_length, num_lengths, beta))
+    for case, (g_short, g_long, short_length, num_lengths, beta) in enumerate(cases):
+        lengths = (short_length, *range(short_length + 1, short_length + num_lengths))  # only L_s matters
+        grads = torch.zeros(num_lengths, lengths[-1], g_short.shape[1], dtype=torch.float64)
+        grads[0, :short_length] = g_short[:short_length]
+        grads[1, :short_length] = g_long[:short_length]
+        _, stats = conflict_weights(grads, lengths, beta=beta)
+        expected = (float(stats.dot[0, 1]), beta * float(g_short[:short_length].pow(2).sum()) / (num_lengths - 1),
+                    float(stats.alpha[0, 1]))
+        try:
+            got = tuple(float(v) for v in fn(g_short.clone(), g_long.clone(), short_length, num_lengths, beta))
+        except Exception as exc:  # noqa: BLE001
+            return _failure(name, exc)
+        if len(got) != 3 or not np.allclose(got, expected, rtol=1e-6, atol=1e-9):
+            return CheckResult(name, False, f"case {case + 1} (L_s = {short_length}, K = {num_lengths}, β = {beta}): "
+                               f"expected (δ, τ, α) = ({expected[0]:.4f}, {expected[1]:.4f}, {expected[2]:.4f}), got "
+                               f"{tuple(round(v, 4) for v in got)}. δ and τ use only the first L_s rows; α = τ/(−δ) when δ < 0 and "
+                               f"−δ > τ, else 1.")
+    damped = sum(1 for g_s, g_l, s, k, b in cases if float((g_s[:s] * g_l[:s]).sum()) < 0)
+    return CheckResult(name, True, f"δ, τ and α agree with nhllib.weighting.conflict_weights on {len(cases)} "
+                       f"pairs ({damped} of them in conflict).")
+
+
+# ----------------------------------------------------------------------------- 5. a loss
+
+
+def check_csq_loss(fn: Callable, seed: int = 0) -> CheckResult:
+    """``fn(u (B, L), y (B, C) one-hot, centers (C, L) ±1, lam) -> 0-dim tensor``, value and gradient."""
+    name = "5 · the CSQ loss"
+    generator = torch.Generator().manual_seed(seed)
+    for case, (length, classes, lam) in enumerate(((16, 10, 1e-4), (8, 4, 0.5), (32, 10, 0.0))):
+        reference = CSQLoss(length, classes, num_train=8, seed=seed, lam=lam)
+        u = torch.randn(8, length, generator=generator, dtype=torch.float64) * 2
+        y = torch.nn.functional.one_hot(torch.randint(classes, (8,), generator=generator), classes).double()
+        u_ref = u.clone().requires_grad_(True)
+        expected = reference(u_ref, y, torch.arange(8))
+        expected.backward()
+        u_student = u.clone().requires_grad_(True)
+        try:
+            got = fn(u_student, y.clone(), reference.centers.clone().double(), lam)
+            if not isinstance(got, torch.Tensor) or got.numel() != 1:
+                return CheckResult(name, False, f"case {case + 1}: return a one-element torch tensor (the mean "
+                                   f"loss), got {type(got).__name__}"
+                                   f"{' of shape ' + str(tuple(got.shape)) if isinstance(got, torch.Tensor) else ''}.")
+            if not np.isclose(float(got.detach()), float(expected.detach()), rtol=1e-6, atol=1e-8):
+                return CheckResult(name, False, f"case {case + 1} (L = {length}, C = {classes}, lam = {lam}): "
+                                   f"expected {float(expected.detach()):.6f}, got {float(got.detach()):.6f}.")
+            got.reshape(()).backward()
+        except Exception as exc:  # noqa: BLE001
+            return _failure(name, exc)
+        if u_student.grad is None or not torch.allclose(u_student.grad, u_ref.grad, rtol=1e-5, atol=1e-9):
+            return CheckResult(name, False, f"case {case + 1}: the value is right but the gradient with respect to u "
+                               f"is not (use torch operations throughout, no .detach() or .item()).")
+    return CheckResult(name, True, "value and gradient agree with nhllib.losses.CSQLoss for 3 settings.")
+
+
+# ----------------------------------------------------------------------------- notebook helpers
+
+
+def load_solutions(path: str | Path | None = None) -> ModuleType:
+    """Import the solutions file; by default ``solutions/05_exercises_solutions.py`` under the working
+    directory (JupyterLab runs a notebook in ``notebooks/``) or ``notebooks/solutions/...`` (the repository
+    root, as papermill and the tests run it)."""
+    candidates = [Path(path)] if path is not None else [Path(d) / SOLUTIONS_FILE for d in _SOLUTION_DIRS]
+    for candidate in candidates:
+        if candidate.is_file():
+            spec = importlib.util.spec_from_file_location("exercise_solutions", candidate)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            logger.info("solutions loaded from %s", candidate)
+            return module
+    raise FileNotFoundError(f"no solutions file; looked for {', '.join(str(c) for c in candidates)} "
+                            f"(working directory: {Path.cwd()})")
+
+
+def pick(fn: Callable, solutions: ModuleType | None) -> Callable:
+    """``fn`` itself, or the function of the same name in ``solutions`` when solutions are loaded."""
+    if solutions is None:
+        return fn
+    try:
+        return getattr(solutions, fn.__name__)
+    except AttributeError:
+        raise AttributeError(f"the solutions file has no function {fn.__name__!r}") from None
+
+
+class Grader:
+    """Runs the checks of one notebook and keeps their results for :meth:`scoreboard`.
+
+    ``solutions`` (a module from :func:`load_solutions`, or None) replaces each student function by the
+    solution of the same name, so the same notebook shows the expected results.
+    """
+
+    def __init__(self, solutions: ModuleType | None = None) -> None:
+        self.solutions = solutions
+        self.results: dict[str, CheckResult] = {}
+
+    def check(self, check: Callable[[Callable], CheckResult], fn: Callable) -> CheckResult:
+        result = check(pick(fn, self.solutions))
+        self.results[result.name] = result
+        return result
+
+    def scoreboard(self) -> pd.DataFrame:
+        """One row per exercise checked so far: ``result`` (PASS / FAIL) and the message's first line."""
+        return pd.DataFrame([{"exercise": r.name, "result": "PASS" if r.passed else "FAIL",
+                              "message": r.message.splitlines()[0]} for r in self.results.values()]
+                            ).set_index("exercise") if self.results else pd.DataFrame(
+                                columns=["result", "message"])
+
+    @property
+    def passed(self) -> int:
+        return sum(r.passed for r in self.results.values())
+
+
+def exercise_names() -> Sequence[str]:
+    """The function names the exercises ask for, in order."""
+    return ("hamming_ranking", "average_precision", "prefix_codes", "conflict_factor", "csq_loss")
