@@ -43,5 +43,12 @@ class HashingModel(nn.Module):
             return None  # the codes are the linear outputs themselves (or there is no shared linear map)
         return lambda code_grads: head_map(features, code_grads)
 
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.head(self.backbone(images))
+    def forward(self, images: torch.Tensor, return_features: bool = False):
+        """The K codes; with ``return_features``, ``(codes, features)`` (the weighting needs the features).
+
+        Training goes through ``forward`` (not ``backbone`` and ``head`` separately) so that a
+        ``DistributedDataParallel`` wrapper sees every step.
+        """
+        features = self.backbone(images)
+        codes = self.head(features)
+        return (codes, features) if return_features else codes

@@ -278,6 +278,10 @@ class ConflictAware(WeightingStrategy):
     every:
         Compute the statistics every ``every``-th call; in between, reuse the last weights (``apply=True``)
         or ones, and return no statistics.
+    reduce_gradients:
+        Applied to the stacked per-length gradients before the rule; data-parallel training passes the
+        average over ranks (:meth:`nhllib.distributed.DataParallel.reduce_gradients`) so that every rank
+        applies the weights one process would.
     """
 
     monitors_conflicts = True
@@ -289,7 +293,9 @@ class ConflictAware(WeightingStrategy):
         threshold_norm: str = "own",
         apply: bool = True,
         every: int = 1,
+        reduce_gradients: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        self.reduce_gradients = reduce_gradients
         self._rule = ConflictRule(code_lengths, beta, threshold_norm)  # validates all three
         check_positive_int("every", every)
         self.code_lengths = self._rule.code_lengths
@@ -320,13 +326,17 @@ class ConflictAware(WeightingStrategy):
         code_grads = None
         if codes is not None and features is not None:
             code_grads, rows = self._grads_from_codes(objectives, shared_weight, codes, features, linear_grads)
+            if self.reduce_gradients is not None:
+                rows = self.reduce_gradients(rows)
             weights, stats = self._rule.from_rows(rows)
         else:
             grads = [
                 torch.autograd.grad(objectives[i], shared_weight, retain_graph=True, allow_unused=True)[0]
                 for i in range(k)
             ]
-            grads = [torch.zeros_like(shared_weight) if g is None else g for g in grads]
+            grads = torch.stack([torch.zeros_like(shared_weight) if g is None else g for g in grads])
+            if self.reduce_gradients is not None:
+                grads = self.reduce_gradients(grads)
             weights, stats = self._rule(grads)
         if not self.apply:
             return WeightingResult(ones, stats, code_grads)
