@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the study: ./run_all.sh [smoke|default|full|paper|PATH.yaml] [driver options]   (default profile: default)
-#   driver options (python -m nhllib.study --help): --results DIR, --jobs N, --analysis-only, --list
+#   driver options (python -m nhllib.study --help): --results DIR, --jobs N, --analysis-only, --list,
+#   --executor slurm (a Slurm job array through submitit; --partition, --gpus-per-run, --time-min, ...)
 #   Relative paths (a profile file, --results) are relative to the directory you call it from.
 #   SIGTERM / SIGINT (kill PID, Ctrl-C) stop the driver and every notebook it started; rerun the same command to
 #   resume (complete runs are kept). A second run_all.sh on the same results folder stops at once, naming the first.

@@ -21,6 +21,12 @@ checked against a schema first (:func:`check_profile`), with messages naming the
 skipped, incomplete ones redone; a failed run does not stop the others, and the driver exits non-zero at the end
 if any failed.
 
+Runs execute here (``--executor local``, ``--jobs`` at a time) or as a Slurm job array submitted through submitit
+(``--executor slurm``; resources from the profile's optional ``slurm:`` block, see
+:class:`~nhllib.executors.SlurmOptions`, overridden by ``--partition``, ``--gpus-per-run`` and the like). A run
+with one GPU (or none) executes the training notebook; with several, ``torchrun`` runs it data-parallel
+(:mod:`nhllib.distributed`) through ``python -m nhllib.experiment``. The analysis notebooks follow the runs.
+
 Running long studies safely: the results root is resolved once, against the caller's working directory, and
 passed on absolute. The driver locks the study folder (:mod:`nhllib.locks`), so a second driver on it stops at
 once naming the first. SIGTERM or SIGINT end every notebook process it started (papermill and its kernel) and
@@ -42,17 +48,17 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nhllib.config import RunConfig
+from nhllib.executors import EXECUTORS, LocalExecutor, SlurmOptions, make_executor
 from nhllib.locks import FolderLock, LockedError
 from nhllib.results import RunStore, atomic_write_text
 
 __all__ = ["Profile", "load_profile", "check_profile", "expand_grid", "run_study", "main", "PROFILES_DIR",
-           "ANALYSIS_MARKER", "Interrupted"]
+           "TrainTask", "train_one", "ANALYSIS_MARKER", "Interrupted"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +70,7 @@ ANALYSIS_NOTEBOOKS = ("02_gradient_conflicts.ipynb", "03_figures.ipynb", "04_ret
 #: Analysis notebooks that take figures_dir / tables_dir: they write to a staging folder, published as a set.
 STAGED_NOTEBOOKS = ("03_figures.ipynb", "04_retrieval.ipynb")
 ANALYSIS_MARKER = "ANALYSIS_COMPLETE"
-PROFILE_KEYS = ("study", "defaults", "method_defaults", "analysis", "grid")
+PROFILE_KEYS = ("study", "defaults", "method_defaults", "analysis", "grid", "slurm")
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class Profile:
     study: str
     configs: tuple[RunConfig, ...]
     analysis: dict[str, Any]
+    slurm: dict[str, Any] = field(default_factory=dict)  # SlurmOptions fields for --executor slurm
 
 
 def available_profiles(profiles_dir: Path = PROFILES_DIR) -> list[str]:
@@ -125,8 +132,8 @@ def check_profile(spec: Any, source: str = "profile") -> None:
     for key in ("study", "grid"):
         if key not in spec:
             raise ValueError(f"{source} lacks the key {key!r}")
-    for key in ("defaults", "method_defaults", "analysis"):
-        if not isinstance(spec.get(key, {}), dict):
+    for key in ("defaults", "method_defaults", "analysis", "slurm"):
+        if not isinstance(spec.get(key) or {}, dict):
             raise ValueError(f"{source}: {key!r} must be a mapping, got {spec[key]!r}")
     bad = sorted(set(spec.get("defaults", {})) - known)
     if bad:
@@ -177,11 +184,20 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
         raise ValueError(f"profile file {path} is not valid YAML: {err}") from None
     check_profile(spec, f"profile file {path.name}")
     configs = expand_grid(spec["study"], spec.get("defaults", {}), spec["grid"], spec.get("method_defaults"))
-    return Profile(name, spec["study"], tuple(configs), spec.get("analysis", {}))
+    slurm = spec.get("slurm") or {}
+    try:
+        SlurmOptions.from_dict(slurm)  # validated now, like the grid
+    except ValueError as err:
+        raise ValueError(f"profile file {path.name}, block 'slurm': {err}") from err
+    return Profile(name, spec["study"], tuple(configs), spec.get("analysis", {}), dict(slurm))
 
 
 class NotebookFailed(RuntimeError):
     """papermill exited non-zero; the message holds the last line of its log."""
+
+
+class TorchrunFailed(RuntimeError):
+    """A data-parallel run (torchrun) exited non-zero; the message names its log."""
 
 
 class Interrupted(Exception):
@@ -305,6 +321,9 @@ def _relative(path: Path, start: Path) -> str:
         return str(path)
 
 
+_NOTEBOOK_ONLY = ("results_root", "progress")  # training-notebook parameters that are not run parameters
+
+
 def _train_parameters(cfg: RunConfig, results_root: Path) -> dict[str, Any]:
     params = cfg.flat()
     params["results_root"] = str(results_root)
@@ -316,27 +335,109 @@ def _label(number: int, total: int, cfg: RunConfig) -> str:
     return f"[{number}/{total}] {cfg.label}"
 
 
-def run_study(profile: Profile, results_root: Path, cwd: Path = PROJECT_ROOT, analysis_only: bool = False,
-              jobs: int = 1, echo=print, children: _Children | None = None) -> list[str]:
-    """Run every missing run of ``profile`` (``jobs`` at a time) then the analysis notebooks.
+@dataclass(frozen=True)
+class TrainTask:
+    """One run to execute, in a form that travels to a Slurm job (plain data, pickled by submitit)."""
 
-    Returns the failures; a failed run does not stop the others. Holds the study folder's lock throughout
-    (:class:`~nhllib.locks.LockedError` when another driver has it). ``children`` tracks the notebook processes
-    so that a signal handler can end them (:func:`main` installs one).
+    params: dict[str, Any]  # the training notebook's parameters (a RunConfig dict plus results_root, progress)
+    output: Path  # the executed notebook, <results>/<study>/<run_id>/01_train.ipynb
+    cwd: Path
+    threads: int | None = None  # torch/OpenMP threads of the run
+    gpus: int = 1  # > 1: data-parallel through torchrun
+    children: Any = field(default=None, compare=False, repr=False)  # _Children, local runs only (not picklable)
+
+
+def train_one(task: TrainTask) -> None:
+    """Execute one run: the training notebook, or with several GPUs ``torchrun -m nhllib.experiment``."""
+    if task.gpus <= 1:
+        _execute(TRAIN_NOTEBOOK, task.output, task.params, task.cwd, task.threads, task.children)
+        return
+    _torchrun(task)
+
+
+def _torchrun(task: TrainTask) -> None:
+    """``torchrun --standalone --nproc_per_node GPUS -m nhllib.experiment`` on this node; log beside the run."""
+    config = {k: v for k, v in task.params.items() if k not in _NOTEBOOK_ONLY}
+    launch = task.output.parent.parent / ".launch" / f"{task.output.parent.name}.json"
+    launch.parent.mkdir(parents=True, exist_ok=True)
+    launch.write_text(json.dumps(config, indent=2))
+    log = task.output.parent / "torchrun.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if task.threads is not None:
+        env["OMP_NUM_THREADS"] = str(max(1, task.threads // task.gpus))
+    with open(log, "w") as handle:
+        returncode = (task.children or _Children()).run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(task.gpus),
+             "-m", "nhllib.experiment", "--config", str(launch), "--results", str(task.params["results_root"])],
+            stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=str(task.cwd),
+        )
+    if returncode:
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "no output")
+        raise TorchrunFailed(f"torchrun exited with {returncode}: {reason.strip()} (see {log})")
+    launch.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class AnalysisTask:
+    study: str
+    results_root: Path
+    cwd: Path
+    analysis: dict[str, Any]
+
+
+def analyse_one(task: AnalysisTask, notebook: str, children: _Children | None = None,
+                staging: Path | None = None) -> None:
+    """One analysis notebook; with ``staging``, its figures and tables go under ``staging/{figures,tables}``."""
+    params = {"study": task.study, "results_root": str(task.results_root), **task.analysis.get(notebook, {})}
+    if staging is not None and notebook in STAGED_NOTEBOOKS:
+        params.update({f"{kind}_dir": str(staging / kind) for kind in ("figures", "tables")
+                       if f"{kind}_dir" not in params})
+    _execute(notebook, task.results_root / task.study / notebook, params, task.cwd, None, children)
+
+
+def analyse_all(task: AnalysisTask) -> None:
+    """Every analysis notebook in order (one job on a cluster); raises naming the ones that failed."""
+    failed = []
+    for notebook in ANALYSIS_NOTEBOOKS:
+        try:
+            analyse_one(task, notebook)
+        except Exception as err:  # noqa: BLE001 - the other notebooks still run
+            failed.append(f"{notebook}: {err}")
+    if failed:
+        raise NotebookFailed("; ".join(failed))
+
+
+def run_study(profile: Profile, results_root: Path, cwd: Path = PROJECT_ROOT, analysis_only: bool = False,
+              jobs: int = 1, echo=print, executor=None, gpus_per_run: int = 1,
+              children: _Children | None = None) -> list[str]:
+    """Run every missing run of ``profile`` then the analysis notebooks.
+
+    ``executor`` (:mod:`nhllib.executors`) runs the training runs; the default runs ``jobs`` at a time here.
+    ``gpus_per_run`` > 1 launches each run data-parallel with torchrun. Returns the failures; a failed run
+    does not stop the others. Holds the study folder's lock throughout (:class:`~nhllib.locks.LockedError` when
+    another driver has it); ``children`` tracks the local notebook processes so that a signal handler can end
+    them (:func:`main` installs one).
     """
     results_root = Path(os.path.abspath(results_root))  # resolved once; the notebooks get it absolute
     children = children or _Children()
     with FolderLock(results_root / profile.study, "study driver"):
-        return _run_locked(profile, results_root, cwd, analysis_only, jobs, echo, children)
+        return _run_locked(profile, results_root, cwd, analysis_only, jobs, echo, executor, gpus_per_run, children)
 
 
-def _run_locked(profile: Profile, results_root: Path, cwd: Path, analysis_only: bool, jobs: int, echo,
-                children: _Children) -> list[str]:
+def _run_locked(profile: Profile, results_root: Path, cwd: Path, analysis_only: bool, jobs: int, echo, executor,
+                gpus_per_run: int, children: _Children) -> list[str]:
+    executor = executor if executor is not None else LocalExecutor(jobs)
+    local = executor.kind == "local"
     failures: list[str] = []
     total = len(profile.configs)
     start_all = time.perf_counter()
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    pending = []
+    if local:
+        threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    else:
+        threads = executor.options.cpus_per_run
+    pending = {}
     for number, cfg in enumerate(profile.configs, start=1):
         store = RunStore(results_root, cfg.study, cfg.run_id)
         if analysis_only:
@@ -344,56 +445,56 @@ def _run_locked(profile: Profile, results_root: Path, cwd: Path, analysis_only: 
         if store.state == "complete":
             echo(f"{_label(number, total, cfg)} ... done before, skipped")
         else:
-            pending.append((number, cfg, store))
-
-    def train(item):
-        _, cfg, store = item
-        start = time.perf_counter()
-        try:
-            _execute(TRAIN_NOTEBOOK, store.path / TRAIN_NOTEBOOK, _train_parameters(cfg, results_root), cwd, threads,
-                     children)
-            return item, None, time.perf_counter() - start
-        except Interrupted as err:
-            return item, err, time.perf_counter() - start
-        except Exception as err:  # noqa: BLE001 - one failed run must not stop the study
-            return item, err, time.perf_counter() - start
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for (number, cfg, store), err, seconds in pool.map(train, pending):
-            label = _label(number, total, cfg)
-            if children.stopping.is_set():
-                continue
-            if err is None:
-                echo(f"{label} ... {seconds:.0f} s")
-            else:
-                failures.append(f"{label}: {err}")
-                echo(f"{label} ... FAILED after {seconds:.0f} s (see {store.path / TRAIN_NOTEBOOK} and its .log)")
+            task = TrainTask(_train_parameters(cfg, results_root), store.path / TRAIN_NOTEBOOK, cwd, threads,
+                             gpus_per_run, children if local else None)
+            pending[task.output] = (number, cfg, store, task)
+    if pending and not local:
+        echo(f"submitting {len(pending)} run(s) through the {executor.kind} executor (job logs in {executor.folder})")
+    for task, err, seconds in executor.map(train_one, [item[3] for item in pending.values()]):
+        if children.stopping.is_set():
+            continue
+        number, cfg, store, _ = pending[task.output]
+        label = _label(number, total, cfg)
+        if err is None:
+            echo(f"{label} ... {seconds:.0f} s")
+        else:
+            failures.append(f"{label}: {err}")
+            echo(f"{label} ... FAILED after {seconds:.0f} s (see {store.path} and its .log)")
     if children.stopping.is_set():
         raise Interrupted(signal.SIGTERM)
-    failures += _run_analysis(profile, results_root, cwd, echo, children)
+    analysis = AnalysisTask(profile.study, results_root, cwd, profile.analysis)
+    marker = results_root / profile.study / ANALYSIS_MARKER
+    marker.unlink(missing_ok=True)
+    if not local:
+        start = time.perf_counter()
+        _, err, _ = executor.run(analyse_all, analysis)
+        if err is not None:
+            failures.append(f"analysis: {err}")
+            echo(f"[analysis] FAILED: {err}")
+        else:
+            echo(f"[analysis] {', '.join(ANALYSIS_NOTEBOOKS)} ... {time.perf_counter() - start:.0f} s")
+            _write_marker(marker, [])
+    else:
+        failures += _run_analysis(analysis, echo, children)
     echo(f"study {profile.study!r}: {total} runs, {len(failures)} failure(s), {time.perf_counter() - start_all:.0f} s")
     return failures
 
 
-def _run_analysis(profile: Profile, results_root: Path, cwd: Path, echo, children: _Children) -> list[str]:
-    """The analysis notebooks; figures and tables are staged and published as a set only when all succeed."""
+def _run_analysis(task: AnalysisTask, echo, children: _Children) -> list[str]:
+    """The analysis notebooks here; figures and tables are staged and published as a set when all succeed."""
     from nhllib.plots import default_output_dir
 
     failures = []
-    analysis_dir = results_root / profile.study
-    marker = analysis_dir / ANALYSIS_MARKER
-    marker.unlink(missing_ok=True)
+    analysis_dir = task.results_root / task.study
     staging = analysis_dir / ".analysis-staging"
     shutil.rmtree(staging, ignore_errors=True)
-    targets = {kind: default_output_dir(results_root, profile.study, kind) for kind in ("figures", "tables")}
     for notebook in ANALYSIS_NOTEBOOKS:
         start = time.perf_counter()
-        params = {"study": profile.study, "results_root": str(results_root), **profile.analysis.get(notebook, {})}
-        if notebook in STAGED_NOTEBOOKS:
-            params.update({f"{kind}_dir": str(staging / kind) for kind in targets if f"{kind}_dir" not in params})
         try:
-            _execute(notebook, analysis_dir / notebook, params, cwd, None, children)
-        except Exception as err:  # noqa: BLE001
+            analyse_one(task, notebook, children, staging)
+        except Exception as err:  # noqa: BLE001 - the other notebooks still run
+            if children.stopping.is_set():
+                raise Interrupted(signal.SIGTERM) from None
             failures.append(f"{notebook}: {err}")
             echo(f"[analysis] {notebook} ... FAILED (see {analysis_dir / notebook} and its .log)")
             continue
@@ -402,15 +503,20 @@ def _run_analysis(profile: Profile, results_root: Path, cwd: Path, echo, childre
         echo(f"[analysis] figures and tables not published (the previous set is kept; this attempt's are in {staging})")
         return failures
     published = []
-    for kind, target in targets.items():
+    for kind in ("figures", "tables"):
+        target = default_output_dir(task.results_root, task.study, kind)
         for path in sorted((staging / kind).glob("*")) if (staging / kind).is_dir() else []:
             target.mkdir(parents=True, exist_ok=True)
             os.replace(path, target / path.name)
-            published.append(str((target / path.name).relative_to(results_root)))
+            published.append(str((target / path.name).relative_to(task.results_root)))
     shutil.rmtree(staging, ignore_errors=True)
+    _write_marker(analysis_dir / ANALYSIS_MARKER, published)
+    return failures
+
+
+def _write_marker(marker: Path, published: list[str]) -> None:
     atomic_write_text(marker, json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                           "published": published}, indent=2) + "\n")
-    return failures
 
 
 def _env_jobs() -> int:
@@ -431,11 +537,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs at a time, sharing the CPU cores (default 2, or $NHL_JOBS)")
     parser.add_argument("--list", action="store_true", help="list the runs of the profile and their state, then exit")
+    cluster = parser.add_argument_group(
+        "cluster", "--executor slurm submits the missing runs as one Slurm job array through submitit and waits "
+        "for them (keep the driver alive: tmux, or a small CPU job); options override the profile's slurm: block")
+    cluster.add_argument("--executor", choices=EXECUTORS, default="local",
+                         help="local: here, --jobs at a time (default); slurm: a job array; submitit-local: the "
+                              "slurm code path with jobs as local processes (to try it without a cluster)")
+    cluster.add_argument("--partition", help="Slurm partition")
+    cluster.add_argument("--gpus-per-run", type=int, help="GPUs per run (> 1: torchrun data-parallel; default 1)")
+    cluster.add_argument("--cpus-per-run", type=int, help="CPU cores per run (default 8)")
+    cluster.add_argument("--mem-gb", type=float, help="memory per run in GB (default: the partition's)")
+    cluster.add_argument("--time-min", type=int, help="time limit per run in minutes (default 240)")
+    cluster.add_argument("--array-parallelism", type=int, help="runs at once in the array (default 64)")
+    cluster.add_argument("--account", help="Slurm account")
+    cluster.add_argument("--qos", help="Slurm QOS")
+    cluster.add_argument("--constraint", help="Slurm node constraint (e.g. a GPU type)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         profile = load_profile(args.profile)
-        jobs = args.jobs if args.jobs is not None else _env_jobs()
+        args.jobs = args.jobs if args.jobs is not None else _env_jobs()
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -444,8 +565,23 @@ def main(argv: list[str] | None = None) -> int:
         for cfg in profile.configs:
             print(f"{RunStore(results_root, cfg.study, cfg.run_id).state:10s} {cfg.run_id}")
         return 0
-    if jobs < 1:
-        print(f"error: --jobs must be at least 1, got {jobs}", file=sys.stderr)
+    if args.jobs < 1:
+        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    overrides = {name: getattr(args, name) for name in ("partition", "gpus_per_run", "cpus_per_run", "mem_gb",
+                                                        "time_min", "array_parallelism", "account", "qos", "constraint")
+                 if getattr(args, name) is not None}
+    try:
+        slurm = SlurmOptions.from_dict({**profile.slurm, **overrides})
+        executor = make_executor(args.executor, jobs=args.jobs, folder=results_root / profile.study / ".submitit",
+                                 slurm=slurm, name=f"nhl-{profile.study}")
+    except (ValueError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    gpus = slurm.gpus_per_run if args.executor != "local" else (args.gpus_per_run or 1)
+    if args.executor == "local" and gpus > 1 and args.jobs > 1:
+        print(f"error: --gpus-per-run {gpus} with --executor local gives every run GPUs 0..{gpus - 1}: "
+              f"use --jobs 1", file=sys.stderr)
         return 2
     children = _Children()
 
@@ -457,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        failures = run_study(profile, results_root, analysis_only=args.analysis_only, jobs=jobs, children=children)
+        failures = run_study(profile, results_root, analysis_only=args.analysis_only, jobs=args.jobs,
+                             executor=executor, gpus_per_run=gpus, children=children)
     except Interrupted as err:
         children.stop()
         print(f"{err}; the study is resumable: rerun the same command (complete runs are kept)", file=sys.stderr)
