@@ -578,3 +578,26 @@ def test_sigterm_to_run_all_leaves_no_process_and_a_rerun_completes(tmp_path):
     assert len(runs) == 1, again.stdout + again.stderr
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert (tmp_path / "res" / "tiny" / S.ANALYSIS_MARKER).is_file()
+
+
+def _train_cells() -> list[str]:
+    cells = json.loads((ROOT / "notebooks" / "01_train.ipynb").read_text())["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"][:3]  # before, parameters, validation
+
+
+def test_01_train_refuses_an_injected_unknown_parameter_and_survives_a_rerun_by_hand():
+    before, parameters, validation = _train_cells()
+    namespace: dict = {}
+    exec(before, namespace)
+    exec(parameters, namespace)
+    exec("epochz = 3", namespace)  # what papermill's injected cell does with -p epochz 3
+    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) 'epochz' \(did you mean 'epochs'\?\)"):
+        exec(validation, namespace)
+    namespace = {}
+    exec(before, namespace)
+    exec(parameters, namespace)
+    exec("epochs = 1\noverwrite = 'false'", namespace)
+    exec(validation, namespace)
+    assert namespace["cfg"].training.epochs == 1 and namespace["params"].overwrite is False
+    namespace.update(run_dir=Path("later"), metrics=None)  # names later cells define
+    exec(validation, namespace)  # re-run by hand: still only the parameters
