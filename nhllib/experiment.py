@@ -173,7 +173,7 @@ def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: 
     base = {
         "run_id": cfg.run_id, "study": cfg.study, "method": cfg.hashing.method, "variant": cfg.hashing.variant,
         "dataset": cfg.data.dataset, "backbone": cfg.model.backbone, "weighting": built.plan.weighting,
-        "distill_weight": built.plan.distill_weight, "seed": cfg.seed,
+        "distill_weight": built.plan.distill_weight, "targets": cfg.hashing.targets, "seed": cfg.seed,
     }
     rows = []
     for length in cfg.model.code_lengths:

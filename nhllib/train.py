@@ -60,8 +60,7 @@ class FitResult:
 
 def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill_weight: float,
                 parallel: DataParallel | None = None):
-    """Per-length objectives O_k, plus this rank's codes and the features they came from (for the weighting; None
-    when the codes are not a linear map of the features).
+    """Per-length objectives O_k, plus this rank's codes and the features they came from (for the weighting).
 
     With ``parallel`` the losses and the distillation see the global batch (every rank's codes, labels and
     indices); the codes and features returned stay this rank's, whose gradients the weighting takes.
@@ -76,8 +75,7 @@ def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill
         distill = cascade_distillation(seen)
         # O_k = ℓ_k + λ D_k for k < K and O_K = ℓ_K: every length keeps its own loss (the release drops ℓ_K).
         per_length = per_length + distill_weight * torch.cat([distill, distill.new_zeros(1)])
-    # The weighting's one-backward shortcut needs h_k linear in the features; without it, it takes K gradients.
-    return per_length, codes, features if model.codes_are_linear else None
+    return per_length, codes, features
 
 
 def _check_finite(objectives: torch.Tensor, lengths: Sequence[int], epoch: int, step: int) -> None:
@@ -114,7 +112,9 @@ def train_step(
         objectives, codes, features = _objectives(model, losses, batch, distill_weight, parallel)
     objectives = objectives.float()
     _check_finite(objectives, model.code_lengths, *where)
-    outcome = weighting(objectives, model.shared_weight, codes=codes, features=features)
+    linear_grads = model.linear_code_grads(features)  # only centred heads need it, so only they pass it
+    extra = {} if linear_grads is None else {"linear_grads": linear_grads}
+    outcome = weighting(objectives, model.shared_weight, codes=codes, features=features, **extra)
     optimizer.zero_grad(set_to_none=True)
     tensors, grads = outcome.backward_inputs(objectives, codes, None if scaler is None else scaler.scale)
     torch.autograd.backward(tensors, grads)
