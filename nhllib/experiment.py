@@ -178,7 +178,7 @@ def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: 
     base = {
         "run_id": cfg.run_id, "study": cfg.study, "method": cfg.hashing.method, "variant": cfg.hashing.variant,
         "dataset": cfg.data.dataset, "backbone": cfg.model.backbone, "weighting": built.plan.weighting,
-        "distill_weight": built.plan.distill_weight, "seed": cfg.seed,
+        "distill_weight": built.plan.distill_weight, "targets": cfg.hashing.targets, "seed": cfg.seed,
     }
     health = code_health(final.codes["query"][0], built.data.num_classes)
     collapsed = sorted(length for length, h in health.items() if h.collapsed)

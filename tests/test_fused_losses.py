@@ -156,13 +156,14 @@ def test_prefix_products_values_and_per_code_gradients(gram):
     longest = torch.randn(B, LENGTHS[-1], dtype=torch.float64, requires_grad=True)
     codes = [longest[:, :n] for n in LENGTHS]
     other = None if gram else torch.randn(N, LENGTHS[-1] + 3, dtype=torch.float64)
-    got = prefix_products(codes, other)
+    got = torch.stack(prefix_products(codes, other))
     expected = torch.stack([u @ (u if gram else other[:, :u.shape[1]]).t() for u in codes])
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     probe = torch.randn_like(got)
+    outputs = prefix_products(codes, other)
     for k in range(len(LENGTHS)):
         want = torch.autograd.grad((probe[k] * expected[k]).sum(), codes, retain_graph=True, allow_unused=True)
-        have = torch.autograd.grad((probe[k] * got[k]).sum(), codes, retain_graph=True, allow_unused=True)
+        have = torch.autograd.grad((probe[k] * outputs[k]).sum(), codes, retain_graph=True, allow_unused=True)
         for j, (w, h) in enumerate(zip(want, have)):
             if j != k:  # out[k] reaches codes[k] only
                 assert all(g is None or not g.any() for g in (w, h))

@@ -16,8 +16,8 @@ u_j v_j^T``. Two helpers let a loss's :meth:`HashLoss.nested_losses` use this:
 
 - :func:`prefix_views` says whether ``codes`` really are such prefixes (views of one tensor in
   memory); anything else, e.g. the separate-heads control, must take the per-length path;
-- :func:`prefix_products` returns all K product matrices ``(K, B, N)`` for about the FLOPs of the
-  longest one, with each ``codes[k]`` receiving the gradient of its own matrix only, so a loss built
+- :func:`prefix_products` returns all K product matrices (one ``(B, N)`` tensor each) for about the
+  FLOPs of the longest one, with each ``codes[k]`` receiving the gradient of its own matrix only, so a loss built
   on them keeps the per-length gradients (training's conflict rule reads them code by code).
 """
 
@@ -128,42 +128,45 @@ def cumulative_products(u: Tensor, v: Tensor, widths: Sequence[int]) -> Tensor:
     One product per chunk, each added onto the previous length's matrix (``addmm``): the FLOPs of
     ``u[:, :L_K] @ v[:, :L_K]^T`` alone.
     """
-    out = u.new_empty(len(widths), u.shape[0], v.shape[0])
-    for k, (start, stop) in enumerate(_chunk_bounds(widths)):
-        if k == 0:
-            torch.mm(u[:, start:stop], v[:, start:stop].t(), out=out[0])
-        else:
-            torch.addmm(out[k - 1], u[:, start:stop], v[:, start:stop].t(), out=out[k])
+    return torch.stack(_running_products(u, v, widths))
+
+
+def _running_products(u: Tensor, v: Tensor, widths: Sequence[int]) -> list[Tensor]:
+    out: list[Tensor] = []
+    for start, stop in _chunk_bounds(widths):
+        chunk = u[:, start:stop] @ v[:, start:stop].t()
+        out.append(chunk if not out else torch.addmm(out[-1], u[:, start:stop], v[:, start:stop].t()))
     return out
 
 
 class _PrefixProducts(torch.autograd.Function):
-    """Forward: :func:`cumulative_products` on the longest code. Backward: ``codes[k]`` gets the
-    gradient of ``out[k]`` alone: ``g_k v[:, :L_k]`` against a constant ``v``, ``(g_k + g_k^T) u_k``
-    for the Gram matrix (``v`` None)."""
+    """Forward: the running products on the longest code, one (B, N) tensor per length. Backward:
+    ``codes[k]`` gets the gradient of its own product alone: ``g_k v[:, :L_k]`` against a constant
+    ``v``, ``(g_k + g_k^T) u_k`` for the Gram matrix (``v`` None)."""
 
     @staticmethod
-    def forward(ctx, other: Tensor | None, *codes: Tensor) -> Tensor:
+    def forward(ctx, other: Tensor | None, *codes: Tensor) -> tuple[Tensor, ...]:
         longest = codes[-1]
         widths = [u.shape[1] for u in codes]
         right = longest if other is None else other.to(longest.dtype)
         ctx.widths = widths
         ctx.gram = other is None
-        ctx.save_for_backward(longest if other is None else right)
-        return cumulative_products(longest, right, widths)
+        ctx.save_for_backward(right)
+        return tuple(_running_products(longest, right, widths))
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, *grads: Tensor):
         (right,) = ctx.saved_tensors
-        grads = []
-        for k, width in enumerate(ctx.widths):
-            g = grad[k] + grad[k].t() if ctx.gram else grad[k]
-            grads.append(g @ right[:, :width] if ctx.needs_input_grad[k + 1] else None)
-        return (None, *grads)
+        out = []
+        for k, (width, grad) in enumerate(zip(ctx.widths, grads)):
+            g = grad + grad.t() if ctx.gram else grad
+            out.append(g @ right[:, :width] if ctx.needs_input_grad[k + 1] else None)
+        return (None, *out)
 
 
-def prefix_products(codes: Sequence[Tensor], other: Tensor | None = None) -> Tensor:
-    """All K prefix products of nested codes, ``(K, B, N)``, in about one longest-length product.
+def prefix_products(codes: Sequence[Tensor], other: Tensor | None = None) -> tuple[Tensor, ...]:
+    """All K prefix products of nested codes, one ``(B, N)`` tensor per length, in about one
+    longest-length product.
 
     ``out[k] = codes[k] @ other[:, :L_k]^T`` against a constant ``other`` (N, >= L_K), e.g. a memory
     bank, which gets no gradient; with ``other=None`` the Gram matrices ``codes[k] @ codes[k]^T``.
@@ -171,6 +174,10 @@ def prefix_products(codes: Sequence[Tensor], other: Tensor | None = None) -> Ten
     function of such views like a clamp): the values are read from ``codes[-1]`` only, while the
     gradient of ``out[k]`` flows to ``codes[k]`` only, exactly as the per-length products would send it.
     Values equal the per-length products up to the rounding of the summation order.
+
+    Separate tensors rather than one (K, B, N) stack: a loss whose elementwise work is large (bank
+    pairs, triplets) should run it length by length on (B, N) matrices that stay in cache; measured on
+    CPU, the stacked form was slower than the per-length path. Small in-batch losses may stack them.
     """
     codes = list(codes)
     if other is not None:
@@ -366,7 +373,7 @@ class MemoryBankLoss(HashLoss):
     Y: Tensor | None
     #: Whether :meth:`_pair_terms` needs the squared distances (DSH) or only inner products.
     needs_distances: ClassVar[bool] = False
-    #: Names of the attributes :meth:`_pair_terms` reads, stacked per length by the fused path.
+    #: Names of the attributes :meth:`_pair_terms` reads as keyword arguments.
     pair_hparams: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, code_length: int, num_classes: int, num_train: int, *, seed: int = 0,
@@ -498,31 +505,36 @@ class MemoryBankLoss(HashLoss):
         codes = [loss._transform(u) for loss, u in zip(losses, codes)]
         longest = codes[-1]
         widths = [u.shape[1] for u in codes]
-        hparams = {name: stack_hparam(losses, name, longest) for name in cls.pair_hparams}
+        pair = []
         if owner.pairs == "bank":
             bank_u, bank_y = owner._bank(longest, y, index)
-            inner = prefix_products(codes, bank_u)
-            distance = None
-            if cls.needs_distances:
-                # |u_k|^2 from each code (its own gradient); |U_k|^2 as running sums of the bank's chunks.
-                squares = torch.stack([u.pow(2).sum(dim=1) for u in codes]).unsqueeze(2)
-                bank_squares = bank_u.pow(2)
-                bank_norms = torch.stack([bank_squares[:, a:b].sum(dim=1) for a, b in _chunk_bounds(widths)])
-                distance = (squares + bank_norms.cumsum(0).unsqueeze(1) - 2 * inner).clamp(min=0)
             similar = pairwise_similarity(y, bank_y).to(longest.dtype)
-            pair = owner._pair_terms(inner, distance, similar, **hparams).mean(dim=(1, 2))
+            inner = prefix_products(codes, bank_u)
+            bank_norms = None
+            if cls.needs_distances:
+                # |U_k|^2 as running sums of the bank's chunk norms; |u_k|^2 from each code (its own gradient).
+                bank_squares = bank_u.pow(2)
+                bank_norms = torch.stack([bank_squares[:, a:b].sum(dim=1)
+                                          for a, b in _chunk_bounds(widths)]).cumsum(0)
+            # The elementwise work length by length: (B, N) matrices stay in cache, a (K, B, N) stack does not.
+            for k, (loss, u) in enumerate(zip(losses, codes)):
+                distance = None
+                if bank_norms is not None:
+                    distance = (u.pow(2).sum(dim=1, keepdim=True) + bank_norms[k].unsqueeze(0)
+                                - 2 * inner[k]).clamp(min=0)
+                hparams = {name: getattr(loss, name) for name in cls.pair_hparams}
+                pair.append(loss._pair_terms(inner[k], distance, similar, **hparams).mean())
         else:
             rows, cols = _upper_pairs(longest.shape[0], longest.device)
-            inner = prefix_products(codes)[:, rows, cols]
-            distance = None
-            if cls.needs_distances:
-                squares = torch.stack([u.pow(2).sum(dim=1) for u in codes])
-                distance = (squares[:, rows] + squares[:, cols] - 2 * inner).clamp(min=0)
             similar = pairwise_similarity(y, y).to(longest.dtype)[rows, cols]
-            hparams = {name: value.squeeze(-1) if isinstance(value, Tensor) else value
-                       for name, value in hparams.items()}
-            pair = _mean_or_zero(owner._pair_terms(inner, distance, similar, **hparams), dim=1)
-        return pair + torch.stack([loss._code_term(u) for loss, u in zip(losses, codes)])
+            for loss, u, gram in zip(losses, codes, prefix_products(codes)):
+                distance = None
+                if cls.needs_distances:
+                    squares = u.pow(2).sum(dim=1)
+                    distance = (squares[rows] + squares[cols] - 2 * gram[rows, cols]).clamp(min=0)
+                hparams = {name: getattr(loss, name) for name in cls.pair_hparams}
+                pair.append(_mean_or_zero(loss._pair_terms(gram[rows, cols], distance, similar, **hparams), dim=0))
+        return torch.stack(pair) + torch.stack([loss._code_term(u) for loss, u in zip(losses, codes)])
 
 
 def _upper_pairs(batch: int, device: torch.device) -> tuple[Tensor, Tensor]:

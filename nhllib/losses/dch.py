@@ -73,7 +73,7 @@ class DCHLoss(HashLoss):
         norms = torch.stack([u.norm(dim=1) for u in codes])
         lengths = stack_hparam(losses, "code_length", longest)
         gamma = stack_hparam(losses, "gamma", longest)
-        d = losses[0]._cauchy_distance(prefix_products(codes), _norm_products(norms), lengths)
+        d = losses[0]._cauchy_distance(torch.stack(prefix_products(codes)), _norm_products(norms), lengths)
         cauchy = w * (s * torch.log(d / gamma) + torch.log(1 + gamma / d))
         return cauchy.mean(dim=(1, 2)) + torch.stack([loss._quantization(u) for loss, u in zip(losses, codes)])
 

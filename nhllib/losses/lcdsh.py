@@ -49,7 +49,7 @@ class LCDSHLoss(HashLoss):
         longest = codes[-1]
         signs = longest.detach().sign()  # no gradient through the sign branch, as per length
         sign_grams = cumulative_products(signs, signs, [u.shape[1] for u in codes])
-        return _lcdsh(prefix_products(codes), sign_grams, y, stack_hparam(losses, "lam", longest, dims=0))
+        return _lcdsh(torch.stack(prefix_products(codes)), sign_grams, y, stack_hparam(losses, "lam", longest, dims=0))
 
 
 def _lcdsh(gram: Tensor, sign_gram: Tensor, y: Tensor, lam) -> Tensor:
