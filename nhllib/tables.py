@@ -30,6 +30,7 @@ __all__ = [
     "best_epoch_table",
     "collapse_table",
     "reference_table",
+    "retrieval_benchmark",
     "reference_variant",
     "trained",
     "verdict_tables",
@@ -679,3 +680,34 @@ def save_table(frame: pd.DataFrame, directory: str | Path, name: str, markdown: 
     atomic_write_text(csv_path, frame.to_csv(index=False))
     atomic_write_text(md_path, to_markdown(frame if markdown is None else markdown, digits))
     return [csv_path, md_path]
+
+
+# ---------------------------------------------------------------- benchmarks
+
+
+def retrieval_benchmark(sources) -> pd.DataFrame:
+    """The rows of ``benchmarks/bench_retrieval.py`` result files as one tidy frame.
+
+    ``sources``: one path or parsed JSON payload, or a sequence of them. Columns: every per-configuration column
+    the benchmark writes (``configuration, strategy, short_label, db_size, speedup, map_ratio, ...``) plus
+    ``source`` (``trained codes`` when the benchmark grew the codes of a run, else ``synthetic codes``),
+    ``command`` and ``file``.
+    """
+    import json
+
+    if isinstance(sources, (str, Path, dict)):
+        sources = [sources]
+    frames = []
+    for source in sources:
+        payload = source if isinstance(source, dict) else json.loads(Path(source).read_text())
+        if "runs" not in payload:
+            raise KeyError(f"{source if not isinstance(source, dict) else 'payload'} is not a bench_retrieval "
+                           "result: it has no 'runs'")
+        for run in payload["runs"]:
+            frame = pd.DataFrame(run["results"])
+            kind = run.get("data", {}).get("kind", "synthetic")
+            frame["source"] = "trained codes" if kind == "file" else "synthetic codes"
+            frame["command"] = payload.get("command", "")
+            frame["file"] = "" if isinstance(source, dict) else Path(source).name
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
