@@ -31,6 +31,7 @@ __all__ = [
     "collapse_table",
     "reference_table",
     "retrieval_benchmark",
+    "retrieval_scaling_text",
     "reference_variant",
     "trained",
     "verdict_tables",
@@ -711,3 +712,28 @@ def retrieval_benchmark(sources) -> pd.DataFrame:
             frame["file"] = "" if isinstance(source, dict) else Path(source).name
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def retrieval_scaling_text(bench: pd.DataFrame, source: str = "trained codes",
+                           shortlist: str = "shortlist 16→128, s=1000",
+                           table: str = "shortlist_table 16→128, s=1000, precomputed table") -> str:
+    """One Markdown sentence per database size of ``source`` with the speed-ups of the computed shortlist and of
+    the precomputed table over exhaustive search and their mAP ratio, straight from the benchmark rows (so a
+    notebook or README never carries a number the benchmark does not hold). Empty when the rows are missing."""
+    if bench.empty:
+        return ""
+    rows = bench[bench["source"] == source]
+    lines = []
+    for size, group in rows.groupby("db_size", sort=True):
+        by = group.set_index("configuration")
+        if shortlist not in by.index or table not in by.index:
+            continue
+        a, b = by.loc[shortlist], by.loc[table]
+        lines.append(f"- {int(size):,} items: the computed shortlist {_times(a['speedup'])} and the precomputed table "
+                     f"{_times(b['speedup'])} the speed of exhaustive search, at {a['map_ratio']:.1%} and "
+                     f"{b['map_ratio']:.1%} of its mAP@{int(a['k'])}.")
+    return "\n".join(lines)
+
+
+def _times(value: float) -> str:
+    return f"{value:.0f}×" if value >= 10 else f"{value:.2g}×"
