@@ -315,7 +315,7 @@ def plot_map_vs_length(metrics: pd.DataFrame, metric: str = "map", distill_weigh
     _single_context(rows)
     table = tables.map_table(trained_rows, metric)
     reference = tables.reference_table(rows, metric)
-    flagged, collapse_note = _collapse_flags(rows, metric)
+    flagged, collapse_note = _collapse_flags(data, metric)  # all metrics: a run may carry a `collapsed` one
     methods = sorted(table["method"].unique())
     variants = _ordered_variants(table["variant"])
     colors = _variant_colors(variants)
@@ -843,8 +843,8 @@ def plot_verdict(metrics: pd.DataFrame, variant: str = "nhl", metric: str = "map
     lengths = sorted(verdict["code_length"].unique())
     colors = _length_colors(lengths)
     ns = verdict["n"]
-    note = (f"Point: mean over seeds of the paired difference {variant} − separate (same seed), in mAP points "
-            "(×100); bar: its 95 % t-interval. " + (
+    note = (f"Point: the paired difference {variant} − separate (same seed) in mAP points (×100)"
+            + (", mean over the seed pairs; bar: its 95 % t-interval. " if (verdict["n"] > 1).any() else ". ") + (
                 "Every point is a single pair (n = 1): no interval, no verdict." if (ns <= 1).all() else
                 f"n = {int(ns.min())}{'' if ns.min() == ns.max() else f'–{int(ns.max())}'} seed pairs per point"
                 + ("; hollow: one pair, no interval." if (ns <= 1).any() else "."))
@@ -1046,8 +1046,8 @@ def plot_distill_sensitivity(metrics: pd.DataFrame, variant: str = "nhl", metric
     table = tables.map_table(rows, metric)
     colors = _length_colors(table["code_length"])
     methods = sorted(table["method"].unique())
-    flagged, collapse_note = _collapse_flags(pd.concat([rows, metrics[metrics["variant"] == tables.reference_variant()]]),
-                                             metric)
+    flagged, collapse_note = _collapse_flags(
+        metrics[metrics["variant"].isin([variant, tables.reference_variant()])], metric)
     note = " ".join(filter(None, [f"Variant {variant!r}.", _seed_note(table["n"]), collapse_note]))
     with _style():
         fig, axes, caption = _grid(len(methods), ncols, _caption(rows, note))
@@ -1316,28 +1316,30 @@ def _place_labels(ax, xs, ys, labels, color, placed: list, every, fontsize: floa
     to_px = ax.transData.transform
     markers = np.vstack([to_px(np.column_stack([s[x].to_numpy(float), s["map_ratio"].to_numpy(float)]))
                          for _a, x, s in every])
-    char_w, height = 0.55 * fontsize * dpi / 72, fontsize * dpi / 72
+    char_w, height = 0.62 * fontsize * dpi / 72, 1.2 * fontsize * dpi / 72
     pad = 4 * dpi / 72
-    spots = [(1, 0.3), (1, -1.3), (-1, 0.3), (-1, -1.3), (1, 1.6), (1, -2.6), (-1, 1.6), (-1, -2.6)]
+    spots = [(1, 0.1), (1, -1.1), (-1, 0.1), (-1, -1.1), (1, 1.1), (1, -2.1), (-1, 1.1), (-1, -2.1),
+             (1, 2.1), (1, -3.1), (-1, 2.1), (-1, -3.1)]
     for xv, yv, label in zip(xs, ys, labels):
         if not label:
             continue
         px, py = to_px((xv, yv))
         width = char_w * len(label)
-        choice = None
-        for side, lift in spots:
+        others = markers[(np.abs(markers[:, 0] - px) > 1) | (np.abs(markers[:, 1] - py) > 1)]
+        best = None
+        for side, lift in spots:  # the first free spot, else the one with the fewest collisions
             x0 = px + pad if side > 0 else px - pad - width
             y0 = py + lift * height
             box = (x0, y0, x0 + width, y0 + height)
-            hits_label = any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed)
-            others = markers[(np.abs(markers[:, 0] - px) > 1) | (np.abs(markers[:, 1] - py) > 1)]
-            hits_marker = bool(len(others)) and bool(np.any(
-                (others[:, 0] > box[0] - 3) & (others[:, 0] < box[2] + 3)
-                & (others[:, 1] > box[1] - 3) & (others[:, 1] < box[3] + 3)))
-            if not hits_label and not hits_marker:
-                choice = (side, lift, box)
+            hits = sum(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed)
+            if len(others):
+                hits += int(np.sum((others[:, 0] > box[0] - 3) & (others[:, 0] < box[2] + 3)
+                                   & (others[:, 1] > box[1] - 3) & (others[:, 1] < box[3] + 3)))
+            if best is None or hits < best[0]:
+                best = (hits, side, lift, box)
+            if hits == 0:
                 break
-        side, lift, box = choice or (1, 0.3, (px + pad, py, px + pad + width, py + height))
+        _hits, side, lift, box = best
         placed.append(box)
         text = ax.annotate(label, (xv, yv), xytext=((pad if side > 0 else -pad) * 72 / dpi,
                                                      lift * height * 72 / dpi),
