@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the study: ./run_all.sh [smoke|default|full|paper] [driver options]   (default profile: default)
-#   driver options (python -m nhllib.study --help): --results DIR, --jobs N, --analysis-only, --list
+#   driver options (python -m nhllib.study --help): --results DIR, --jobs N, --analysis-only, --list,
+#   --executor slurm (a Slurm job array through submitit; --partition, --gpus-per-run, --time-min, ...)
 # Creates the environment on first use, fetches Fashion-MNIST when missing (scripts/get_data.sh), checks the data, runs every missing run of the profile's grid
 # (studies/<profile>.yaml) through papermill, then the analysis notebooks. Resumable: complete runs are skipped.
 # The default profile then renders the executed tour and exercises into docs/rendered/ (scripts/render_docs.sh;

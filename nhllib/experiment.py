@@ -2,13 +2,24 @@
 
 This is what the ``01_train`` notebook calls. Method names meet code only in the registries
 (``LOSSES``, ``DATASETS``, ``BACKBONES``, ``VARIANTS``); nothing here branches on them.
+
+It is also the data-parallel entry point (one run on N GPUs, :mod:`nhllib.distributed`)::
+
+    torchrun --standalone --nproc_per_node N -m nhllib.experiment --config RUN.json --results results
+
+``RUN.json`` holds the run's parameters (flat or nested, as :meth:`RunConfig.from_dict` reads them, or a run
+folder's ``config.json``); ``batch_size`` is the global batch, split across the N processes. Without torchrun the
+same command trains in one process. Rank 0 alone evaluates, logs and writes the run folder.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,6 +28,8 @@ import torch
 from nhllib.backbones import build_backbone
 from nhllib.config import RunConfig, RunPlan
 from nhllib.data import HashingData, load_data
+from nhllib.distributed import (DataParallel, DistContext, barrier, convert_sync_batchnorm, process_group,
+                                shard_loader)
 from nhllib.final_eval import final_evaluation
 from nhllib.losses import build_losses
 from nhllib.model import HashingModel
@@ -26,7 +39,7 @@ from nhllib.train import FitResult, fit
 from nhllib.utils import git_commit, package_versions, resolve_device, seed_everything
 from nhllib.weighting import ConflictAware, Uniform, WeightingStrategy
 
-__all__ = ["BuiltRun", "build_run", "run_experiment", "HEADS"]
+__all__ = ["BuiltRun", "build_run", "run_experiment", "main", "HEADS"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,19 +59,30 @@ class BuiltRun:
     weighting: WeightingStrategy
     device: torch.device
     progress: bool = True
+    parallel: DataParallel | None = None  # data-parallel training across ranks; None: one process
 
     def fit(self) -> FitResult:
         """Train with the run's training part and the λ its variant puts in effect."""
         return fit(self.model, self.losses, self.data, self.config.training, self.weighting, self.device,
-                   distill_weight=self.plan.distill_weight, progress=self.progress, train=self.plan.trains)
+                   distill_weight=self.plan.distill_weight, progress=self.progress, train=self.plan.trains,
+                   parallel=self.parallel)
 
 
-def build_run(cfg: RunConfig, progress: bool = True) -> BuiltRun:
-    """Build data, model, per-length losses and the weighting strategy for ``cfg`` (seeded)."""
+def build_run(cfg: RunConfig, progress: bool = True, ctx: DistContext | None = None) -> BuiltRun:
+    """Build data, model, per-length losses and the weighting strategy for ``cfg`` (seeded).
+
+    With a multi-rank ``ctx`` the run is set up for data-parallel training (:func:`_make_data_parallel`):
+    every rank builds the same model and losses from the same seed.
+    """
     plan = cfg.plan
-    device = resolve_device(cfg.device)
+    distributed = ctx is not None and ctx.enabled
+    device = ctx.device if distributed else resolve_device(cfg.device)
     seed_everything(cfg.seed)
+    if distributed and not ctx.is_main:
+        barrier()  # rank 0 builds first: it may write the split file the others then read
     data = load_data(cfg.data, shuffle_seed=cfg.seed)
+    if distributed and ctx.is_main:
+        barrier()
     backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained, in_channels=data.in_channels,
                               image_size=data.image_size)
     lengths = cfg.model.code_lengths
@@ -66,6 +90,9 @@ def build_run(cfg: RunConfig, progress: bool = True) -> BuiltRun:
     centring = {"center": True} if cfg.model.center_codes else {}
     head = HEADS[plan.head](backbone.out_features, lengths, **centring)
     model = HashingModel(backbone, head)
+    if device.type == "cuda":
+        # NHWC convolutions: the layout cuDNN's tensor-core kernels want (most of the gain under AMP).
+        model = model.to(memory_format=torch.channels_last)
     hashing = cfg.hashing
     losses = build_losses(hashing.method, lengths, data.num_classes, data.num_train,
                           nested=isinstance(head, NestedHashLayer), targets=hashing.targets, seed=cfg.seed,
@@ -79,33 +106,58 @@ def build_run(cfg: RunConfig, progress: bool = True) -> BuiltRun:
         )
     else:
         weighting = Uniform()
-    return BuiltRun(cfg, plan, model, losses, data, weighting, device, progress)
+    built = BuiltRun(cfg, plan, model, losses, data, weighting, device, progress and (ctx is None or ctx.is_main))
+    if distributed:
+        _make_data_parallel(built, ctx)
+    return built
+
+
+def _make_data_parallel(built: BuiltRun, ctx: DistContext) -> None:
+    """The hooks of data-parallel training: batch norm over the global batch, DDP, this rank's share of every
+    training batch, per-length gradients averaged over ranks before the conflict rule."""
+    built.model = convert_sync_batchnorm(built.model, ctx.device).to(ctx.device)
+    built.parallel = DataParallel(built.model, ctx)
+    built.data = replace(built.data, train=shard_loader(built.data.train, ctx.rank, ctx.world_size))
+    if isinstance(built.weighting, ConflictAware):
+        built.weighting.reduce_gradients = built.parallel.reduce_gradients
 
 
 def run_experiment(cfg: RunConfig, results_root: str | Path = "results", overwrite: bool = False,
-                   progress: bool = True, save_codes: bool = True) -> Path:
+                   progress: bool = True, save_codes: bool = True, ctx: DistContext | None = None) -> Path:
     """Train and evaluate one run and write its complete folder; returns the folder.
 
     A complete folder for the same config raises :class:`~nhllib.results.RunExistsError` unless ``overwrite``;
-    an incomplete one is redone. The completion marker is written last.
+    an incomplete one is redone. The completion marker is written last. With a multi-rank ``ctx`` (torchrun)
+    every rank trains its share and rank 0 alone evaluates and writes.
     """
+    main_rank = ctx is None or ctx.is_main
     store = RunStore(results_root, cfg.study, cfg.run_id)
-    if store.state == "complete" and not overwrite:
+    complete = store.state == "complete"
+    if ctx is not None and ctx.enabled:
+        barrier()  # every rank has read the state before rank 0 touches the folder
+    if complete and not overwrite:
         store.prepare(overwrite=False)  # raises RunExistsError before any work
     started = datetime.now(timezone.utc).isoformat()
-    built = build_run(cfg, progress=progress)  # data and model first: a missing dataset leaves no folder behind
-    store.prepare(overwrite=overwrite)
+    built = build_run(cfg, progress=progress, ctx=ctx)  # data and model first: a missing dataset leaves no folder
+    if main_rank:
+        store.prepare(overwrite=overwrite)
     try:
-        _train_and_write(cfg, built, store, started, save_codes)
+        _train_and_write(cfg, built, store, started, save_codes, ctx)
     except BaseException:
-        store.discard()  # no half-written results left looking usable; the notebook and its log stay
+        if main_rank:
+            store.discard()  # no half-written results left looking usable; the notebook and its log stay
         raise
     return store.path
 
 
-def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: str, save_codes: bool) -> None:
+def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: str, save_codes: bool,
+                     ctx: DistContext | None = None) -> None:
+    if ctx is not None and not ctx.is_main:
+        built.fit()  # this rank's share of the training; rank 0 evaluates and writes
+        return
     store.write_json("config.json", {
-        "run_id": cfg.run_id, "config": cfg.to_dict(), "device": str(built.device), "started": started,
+        "run_id": cfg.run_id, "config": cfg.to_dict(), "device": str(built.device),
+        "world_size": 1 if ctx is None else ctx.world_size, "started": started,
         "git_commit": git_commit(), "versions": package_versions(), "data": {
             "split_file": str(built.data.split_path.name) if built.data.split_path else None,
             "sizes": built.data.sizes(), "source": built.data.source,
@@ -121,7 +173,7 @@ def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: 
     base = {
         "run_id": cfg.run_id, "study": cfg.study, "method": cfg.hashing.method, "variant": cfg.hashing.variant,
         "dataset": cfg.data.dataset, "backbone": cfg.model.backbone, "weighting": built.plan.weighting,
-        "distill_weight": built.plan.distill_weight, "seed": cfg.seed,
+        "distill_weight": built.plan.distill_weight, "targets": cfg.hashing.targets, "seed": cfg.seed,
     }
     rows = []
     for length in cfg.model.code_lengths:
@@ -157,3 +209,36 @@ def _write_codes(store: RunStore, final, code_lengths) -> None:
     longest = max(query_codes)
     write_codes(store.path, query_codes[longest].numpy(), db_codes[longest].numpy(), query_labels.numpy(),
                 db_labels.numpy(), code_lengths)
+
+
+def _read_config(path: Path) -> RunConfig:
+    """A run's parameters from JSON: flat or nested (:meth:`RunConfig.from_dict`), or a run's ``config.json``."""
+    values = json.loads(Path(path).read_text())
+    if isinstance(values.get("config"), dict) and "run_id" in values:
+        values = values["config"]
+    return RunConfig.from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nhllib.experiment --config RUN.json --results DIR``, under torchrun or in one process."""
+    parser = argparse.ArgumentParser(prog="python -m nhllib.experiment", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, type=Path, help="the run's parameters (JSON)")
+    parser.add_argument("--results", default="results", type=Path, help="results root (default: results)")
+    parser.add_argument("--overwrite", action="store_true", help="redo a complete run")
+    parser.add_argument("--no-codes", action="store_true", help="do not write codes.npz")
+    args = parser.parse_args(argv)
+    try:
+        cfg = _read_config(args.config)
+    except (OSError, ValueError, TypeError) as err:
+        print(f"error: --config {args.config}: {err}", file=sys.stderr)
+        return 2
+    with process_group(device=cfg.device) as ctx:
+        logging.basicConfig(level=logging.INFO if ctx.is_main else logging.WARNING,
+                            format=f"%(asctime)s [rank {ctx.rank}/{ctx.world_size}] %(name)s: %(message)s")
+        run_experiment(cfg, args.results, overwrite=args.overwrite, progress=False, save_codes=not args.no_codes,
+                       ctx=ctx)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

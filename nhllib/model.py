@@ -34,14 +34,21 @@ class HashingModel(nn.Module):
         """The nested layer's shared weight, or None for separate heads."""
         return getattr(self.head, "shared_weight", None)
 
-    @property
-    def codes_are_linear(self) -> bool:
-        """Whether each code is the head's linear map of the features, h_k = f W[:L_k]ᵀ + b[:L_k].
+    def linear_code_grads(self, features: torch.Tensor):
+        """A map from ∂O_k/∂h_k to ∂O_k/∂z_k (z = the head's linear outputs) for this batch's features, or None
+        when the codes are the linear outputs (no centring) or there is no shared linear map (separate heads).
+        See NestedHashLayer.linear_code_grads."""
+        head_map = getattr(self.head, "linear_code_grads", None)
+        if head_map is None or not getattr(self.head, "center", False):
+            return None  # the codes are the linear outputs themselves (or there is no shared linear map)
+        return lambda code_grads: head_map(features, code_grads)
 
-        Not so with code centring (a BatchNorm over the outputs): the conflict weighting must then take each
-        length's gradient of the shared weight by autograd instead of from ∂O_k/∂h_k and the features.
+    def forward(self, images: torch.Tensor, return_features: bool = False):
+        """The K codes; with ``return_features``, ``(codes, features)`` (the weighting needs the features).
+
+        Training goes through ``forward`` (not ``backbone`` and ``head`` separately) so that a
+        ``DistributedDataParallel`` wrapper sees every step.
         """
-        return not getattr(self.head, "center", False)
-
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return self.head(self.backbone(images))
+        features = self.backbone(images)
+        codes = self.head(features)
+        return (codes, features) if return_features else codes

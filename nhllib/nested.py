@@ -79,6 +79,31 @@ class NestedHashLayer(nn.Module):
         """The weight matrix shared by all lengths, shape ``(max(code_lengths), in_features)``."""
         return self.linear.weight
 
+    def linear_code_grads(self, features: torch.Tensor, code_grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Map per-length gradients ∂O_k/∂h_k of the codes to ∂O_k/∂z_k of the linear outputs z = f Wᵀ + b.
+
+        Without centring the codes are z's prefixes and the gradients are returned as they are. With centring
+        (training mode: batch statistics) h = (z − μ)/σ per unit, whose backward is, per column,
+        ∂z = (∂h − mean(∂h) − ĥ·mean(∂h·ĥ))/σ; it is linear in ∂h and never mixes columns, so each length's
+        gradient maps on its own prefix. The conflict weighting uses it to get ∂O_k/∂W = (∂O_k/∂z_k)ᵀ f from one
+        backward pass.
+        """
+        if self.norm is None:
+            return list(code_grads)
+        if not self.training:
+            raise ValueError("linear_code_grads of a centred layer needs training mode (batch statistics)")
+        with torch.no_grad():
+            z = self.linear(features.detach()).float()
+            mean, var = z.mean(0), z.var(0, unbiased=False)
+            std = (var + self.norm.eps).sqrt()
+            normed = (z - mean) / std
+        out = []
+        for grad in code_grads:
+            width = grad.shape[1]
+            g, h = grad.float(), normed[:, :width]
+            out.append((g - g.mean(0) - h * (g * h).mean(0)) / std[:width])
+        return out
+
     def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
         _check_features(features, self.in_features, "NestedHashLayer")
         longest = self.linear(features)

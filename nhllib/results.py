@@ -42,7 +42,7 @@ KEEP_ON_RESET = (".ipynb", ".log", ".yaml")  # papermill is writing these while 
 #: Columns of each run's ``metrics.csv``, ``history.csv`` and ``conflicts.csv`` (results/README.md explains them).
 METRIC_COLUMNS = [
     "run_id", "study", "method", "variant", "dataset", "backbone", "code_length", "weighting", "distill_weight",
-    "seed", "metric", "value",
+    "targets", "seed", "metric", "value",
 ]
 HISTORY_COLUMNS = ["epoch", "code_length", "split", "metric", "value"]
 CONFLICT_COLUMNS = [
@@ -53,9 +53,10 @@ METRIC_KEYS = ("run_id", "study", "method", "variant", "code_length", "distill_w
 #: What identifies a run in the analysis; tables read from history / conflicts / curves get them by attach_runs.
 RUN_KEYS = ("run_id", "method", "variant", "seed", "distill_weight")
 #: One row per run in nhllib.tables.run_index.
-RUN_COLUMNS = ("study", "run_id", "method", "variant", "dataset", "backbone", "weighting", "distill_weight", "seed")
+RUN_COLUMNS = ("study", "run_id", "method", "variant", "dataset", "backbone", "weighting", "distill_weight", "targets",
+               "seed")
 #: Columns that describe a run's setting; those taking several values in a study become grouping keys.
-CONTEXT_COLUMNS = ("dataset", "backbone")
+CONTEXT_COLUMNS = ("dataset", "backbone", "targets")
 #: What the figures read from conflicts.csv, history.csv and curves.csv once joined to their runs.
 CONFLICT_PLOT_COLUMNS = (*RUN_KEYS, "epoch", "short_length", "long_length")
 HISTORY_PLOT_COLUMNS = (*RUN_KEYS, "epoch", "split", "metric", "value", "code_length")

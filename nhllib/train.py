@@ -26,6 +26,7 @@ from torch import nn
 from nhllib.config import TrainingConfig
 from nhllib.conflicts import ConflictLog
 from nhllib.distill import cascade_distillation
+from nhllib.distributed import DataParallel, broadcast_object
 from nhllib.evaluate import encode, evaluate_nested
 from nhllib.losses import per_length_losses
 from nhllib.model import HashingModel
@@ -57,19 +58,24 @@ class FitResult:
     stopped_early: bool = False
 
 
-def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill_weight: float):
-    """Per-length objectives O_k, plus the codes and the features they came from (for the weighting; None when
-    the codes are not a linear map of the features)."""
+def _objectives(model: HashingModel, losses: Sequence[nn.Module], batch, distill_weight: float,
+                parallel: DataParallel | None = None):
+    """Per-length objectives O_k, plus this rank's codes and the features they came from (for the weighting).
+
+    With ``parallel`` the losses and the distillation see the global batch (every rank's codes, labels and
+    indices); the codes and features returned stay this rank's, whose gradients the weighting takes.
+    """
     images, labels, index = batch
-    features = model.backbone(images)
-    codes = model.head(features)
-    per_length = per_length_losses(losses, codes, labels, index)
+    codes, features = model(images, return_features=True) if parallel is None else parallel.forward(images)
+    seen = codes
+    if parallel is not None:
+        seen, labels, index = parallel.gather(codes, labels, index)
+    per_length = per_length_losses(losses, seen, labels, index)
     if distill_weight > 0 and len(codes) > 1:
-        distill = cascade_distillation(codes)
+        distill = cascade_distillation(seen)
         # O_k = ℓ_k + λ D_k for k < K and O_K = ℓ_K: every length keeps its own loss (the release drops ℓ_K).
         per_length = per_length + distill_weight * torch.cat([distill, distill.new_zeros(1)])
-    # The weighting's one-backward shortcut needs h_k linear in the features; without it, it takes K gradients.
-    return per_length, codes, features if model.codes_are_linear else None
+    return per_length, codes, features
 
 
 def _check_finite(objectives: torch.Tensor, lengths: Sequence[int], epoch: int, step: int) -> None:
@@ -91,19 +97,24 @@ def train_step(
     distill_weight: float,
     where: tuple[int, int] = (0, 0),
     scaler: torch.amp.GradScaler | None = None,
+    parallel: DataParallel | None = None,
 ) -> tuple[torch.Tensor, WeightingResult]:
     """One optimisation step on ``batch`` (already on the device); returns the detached per-length objectives
     and the weighting's result. ``where`` is (epoch, step), named by the error if an objective is not finite.
 
     The one backward path: the weighting's result says where the backward starts (at the objectives, or at the
-    codes when it already holds ∂O_k/∂h_k) and the step runs it, whatever the strategy.
+    codes when it already holds ∂O_k/∂h_k) and the step runs it, whatever the strategy. With ``parallel``
+    (data-parallel training, :mod:`nhllib.distributed`) the losses see the global batch and the backward's
+    parameter gradients are averaged over ranks; ``batch`` is this rank's share.
     """
     device_type = batch[0].device.type
     with torch.autocast(device_type=device_type, enabled=scaler is not None):
-        objectives, codes, features = _objectives(model, losses, batch, distill_weight)
+        objectives, codes, features = _objectives(model, losses, batch, distill_weight, parallel)
     objectives = objectives.float()
     _check_finite(objectives, model.code_lengths, *where)
-    outcome = weighting(objectives, model.shared_weight, codes=codes, features=features)
+    linear_grads = model.linear_code_grads(features)  # only centred heads need it, so only they pass it
+    extra = {} if linear_grads is None else {"linear_grads": linear_grads}
+    outcome = weighting(objectives, model.shared_weight, codes=codes, features=features, **extra)
     optimizer.zero_grad(set_to_none=True)
     tensors, grads = outcome.backward_inputs(objectives, codes, None if scaler is None else scaler.scale)
     torch.autograd.backward(tensors, grads)
@@ -128,6 +139,7 @@ def train_epoch(
     conflict_log: ConflictLog | None = None,
     scaler: torch.amp.GradScaler | None = None,
     progress: bool = False,
+    parallel: DataParallel | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the mean per-length objectives and the step count."""
     model.train()
@@ -144,7 +156,7 @@ def train_epoch(
     for step, batch in enumerate(iterator):
         batch = tuple(t.to(device, non_blocking=True) for t in batch)
         objectives, outcome = train_step(model, losses, batch, optimizer, weighting, distill_weight,
-                                         (epoch, step), scaler)
+                                         (epoch, step), scaler, parallel)
         if conflict_log is not None and outcome.stats is not None:
             conflict_log.add(outcome.stats, outcome.weights)
         totals += objectives
@@ -180,6 +192,7 @@ def fit(
     distill_weight: float = 0.0,
     progress: bool = True,
     train: bool = True,
+    parallel: DataParallel | None = None,
 ) -> FitResult:
     """Train ``model`` with one loss per code length; early-stop on validation mAP; see the module docstring.
 
@@ -187,6 +200,8 @@ def fit(
     ``(images, multi-hot labels, index)``. ``distill_weight`` is the λ in effect (0: no distillation).
     ``train=False`` evaluates the initialised network once, as epoch 0, and trains nothing: the reference level
     that a trained model's mAP is read against. Returns the history, timings, conflict log and the best state.
+    With ``parallel`` (data-parallel training, :mod:`nhllib.distributed`), ``data.train`` yields this rank's share
+    of each global batch, and rank 0 evaluates and shares the scores, so every rank selects and stops alike.
     """
     if len(losses) != len(model.code_lengths):
         raise ValueError(f"need one loss per code length {model.code_lengths}, got {len(losses)} losses")
@@ -199,7 +214,7 @@ def fit(
     selection_split = "validation" if data.validation is not None else None
     best_score, evaluations_without_gain = -float("inf"), 0
     if not train:
-        scores, _ = _evaluate(model, data, device, training, result, epoch=0)
+        scores, _ = _evaluate(model, data, device, training, result, epoch=0, parallel=parallel)
         result.val_map_best, result.query_map_best = scores.get("validation", {}), scores["query"]
         result.best_state = copy.deepcopy(model.state_dict())
         return result
@@ -211,7 +226,7 @@ def fit(
         start = time.perf_counter()
         epoch_log = train_epoch(model, losses, data.train, optimizer, weighting, epoch, device,
                                 distill_weight=distill_weight, conflict_log=result.conflicts, scaler=scaler,
-                                progress=progress)
+                                progress=progress, parallel=parallel)
         synchronize(device)
         epoch_time = time.perf_counter() - start
         result.train_time_s += epoch_time
@@ -228,7 +243,7 @@ def fit(
 
         if epoch % training.eval_every and epoch != training.epochs:
             continue
-        scores, eval_time = _evaluate(model, data, device, training, result, epoch)
+        scores, eval_time = _evaluate(model, data, device, training, result, epoch, parallel)
         # Never select on the query split: without a validation split the last evaluation is taken.
         score = _mean(scores[selection_split]) if selection_split else float(epoch)
         logger.info("epoch %d: selection score %.4f (%.1fs train, %.1fs eval)", epoch, score, epoch_time, eval_time)
@@ -248,11 +263,14 @@ def fit(
 
 
 def _evaluate(model: HashingModel, data, device: torch.device, training: TrainingConfig, result: FitResult,
-              epoch: int) -> tuple[dict[str, dict[int, float]], float]:
+              epoch: int, parallel: DataParallel | None = None) -> tuple[dict[str, dict[int, float]], float]:
     """Evaluate every split, log the time and each mAP in the history, keep the query mAP as the last one;
     returns the scores and the evaluation time."""
     start = time.perf_counter()
-    scores = evaluate_model(model, data, device, training.topk, training.ties)
+    main = parallel is None or parallel.ctx.is_main
+    scores = evaluate_model(model, data, device, training.topk, training.ties) if main else None
+    if parallel is not None:
+        scores = broadcast_object(scores)  # rank 0's scores: every rank selects and stops alike
     eval_time = time.perf_counter() - start
     result.eval_time_s += eval_time
     result.history.append(_row(epoch, None, "eval", "eval_time_s", eval_time))

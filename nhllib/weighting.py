@@ -218,13 +218,18 @@ class WeightingStrategy:
     ``objectives`` are the K per-length objectives of the current step (0-dim tensors stacked, still attached to
     the graph); ``shared_weight`` is the nested layer's weight, or None when the head has none (``heads``);
     ``codes`` and ``features`` are the step's codes and the features they came from, for strategies that
-    take per-length gradients. ``monitors_conflicts`` says whether the results carry conflict statistics.
+    take per-length gradients. When the head centres its codes, the step also passes ``linear_grads``, the map
+    from ∂O_k/∂h_k to the gradients of the head's linear outputs (a strategy that ignores the one-pass shortcut
+    may leave it out of its signature if it never runs with centring). ``monitors_conflicts`` says whether the
+    results carry conflict statistics.
     """
 
     monitors_conflicts = False
 
     def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
-                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> WeightingResult:
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None,
+                 linear_grads: Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]] | None = None,
+                 ) -> WeightingResult:
         raise NotImplementedError
 
 
@@ -232,7 +237,9 @@ class Uniform(WeightingStrategy):
     """All weights 1: the plain sum of the per-length objectives (the paper's "w/o A")."""
 
     def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
-                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> WeightingResult:
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None,
+                 linear_grads: Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]] | None = None,
+                 ) -> WeightingResult:
         return WeightingResult(torch.ones(objectives.shape[0], device=objectives.device))
 
 
@@ -246,7 +253,9 @@ class Static(WeightingStrategy):
         self.weights = values
 
     def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
-                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> WeightingResult:
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None,
+                 linear_grads: Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]] | None = None,
+                 ) -> WeightingResult:
         if objectives.shape[0] != self.weights.numel():
             raise ValueError(
                 f"Static has {self.weights.numel()} weights but the model has {objectives.shape[0]} code lengths"
@@ -269,6 +278,10 @@ class ConflictAware(WeightingStrategy):
     every:
         Compute the statistics every ``every``-th call; in between, reuse the last weights (``apply=True``)
         or ones, and return no statistics.
+    reduce_gradients:
+        Applied to the stacked per-length gradients before the rule; data-parallel training passes the
+        average over ranks (:meth:`nhllib.distributed.DataParallel.reduce_gradients`) so that every rank
+        applies the weights one process would.
     """
 
     monitors_conflicts = True
@@ -280,7 +293,9 @@ class ConflictAware(WeightingStrategy):
         threshold_norm: str = "own",
         apply: bool = True,
         every: int = 1,
+        reduce_gradients: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        self.reduce_gradients = reduce_gradients
         self._rule = ConflictRule(code_lengths, beta, threshold_norm)  # validates all three
         check_positive_int("every", every)
         self.code_lengths = self._rule.code_lengths
@@ -292,7 +307,9 @@ class ConflictAware(WeightingStrategy):
         self._last_weights: torch.Tensor | None = None
 
     def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
-                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None) -> WeightingResult:
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None,
+                 linear_grads: Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]] | None = None,
+                 ) -> WeightingResult:
         if shared_weight is None:
             raise ValueError("ConflictAware needs the nested layer's shared weight; this head has none (heads variant?)")
         k = objectives.shape[0]
@@ -308,14 +325,18 @@ class ConflictAware(WeightingStrategy):
             self._rule = ConflictRule(self.code_lengths, self.beta, self.threshold_norm, objectives.device)
         code_grads = None
         if codes is not None and features is not None:
-            code_grads, rows = self._grads_from_codes(objectives, shared_weight, codes, features)
+            code_grads, rows = self._grads_from_codes(objectives, shared_weight, codes, features, linear_grads)
+            if self.reduce_gradients is not None:
+                rows = self.reduce_gradients(rows)
             weights, stats = self._rule.from_rows(rows)
         else:
             grads = [
                 torch.autograd.grad(objectives[i], shared_weight, retain_graph=True, allow_unused=True)[0]
                 for i in range(k)
             ]
-            grads = [torch.zeros_like(shared_weight) if g is None else g for g in grads]
+            grads = torch.stack([torch.zeros_like(shared_weight) if g is None else g for g in grads])
+            if self.reduce_gradients is not None:
+                grads = self.reduce_gradients(grads)
             weights, stats = self._rule(grads)
         if not self.apply:
             return WeightingResult(ones, stats, code_grads)
@@ -324,18 +345,22 @@ class ConflictAware(WeightingStrategy):
 
     @staticmethod
     def _grads_from_codes(objectives: torch.Tensor, shared_weight: torch.nn.Parameter,
-                          codes: Sequence[torch.Tensor], features: torch.Tensor):
+                          codes: Sequence[torch.Tensor], features: torch.Tensor,
+                          linear_grads: Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]] | None = None):
         """Per-length ∂O_k/∂W from ONE backward pass through the losses, not K.
 
         Each objective O_k depends on the k-th code only (its loss, and its distillation term whose teacher is
         detached), so the gradient of Σ_k O_k with respect to the K code tensors gives every ∂O_k/∂h_k at once;
         since h_k = f W[:L_k]ᵀ + b[:L_k], ∂O_k/∂W[:L_k] = (∂O_k/∂h_k)ᵀ f and its other rows are zero.
+        ``linear_grads`` maps ∂O_k/∂h_k to ∂O_k/∂z_k when the codes are not the linear outputs z themselves (code
+        centring); the returned code gradients stay those of the codes, where the step's backward starts.
         """
         code_grads = torch.autograd.grad(objectives.sum(), list(codes), retain_graph=True, allow_unused=True)
         code_grads = [torch.zeros_like(code) if grad is None else grad for code, grad in zip(codes, code_grads)]
         # (L_K, K, B): each ∂O_k/∂h_k transposed, zero rows from L_k on; times the features gives all K
         # gradients of W row-major, (L_K, K, d), in one product (the layout ConflictRule.from_rows takes).
-        transposed = pad_sequence([grad.detach().float().T for grad in code_grads])
+        row_grads = code_grads if linear_grads is None else linear_grads([g.detach() for g in code_grads])
+        transposed = pad_sequence([grad.detach().float().T for grad in row_grads])
         if transposed.shape[0] < shared_weight.shape[0]:
             transposed = torch.nn.functional.pad(transposed, (0, 0, 0, 0, 0, shared_weight.shape[0] - transposed.shape[0]))
         return tuple(code_grads), transposed @ features.detach().float()

@@ -84,3 +84,14 @@ def test_profiles_load_and_unknown_profile():
         assert profile.configs
     with pytest.raises(ValueError, match="unknown profile 'fast'; available profiles: "):
         load_profile("fast")
+
+
+def test_method_defaults_apply_to_that_method_only_and_yield_to_the_grid():
+    grid = [{"variant": "separate", "code_lengths": [8], "sweep": {"method": ["csq", "dsh"]}},
+            {"variant": "separate", "code_lengths": [8], "method": "dsh", "loss_hparams": {"pairs": "bank"}}]
+    configs = expand_grid("s", {"epochs": 2}, grid, {"dsh": {"loss_hparams": {"pairs": "batch"}, "epochs": 3}})
+    by = {(c.hashing.method, c.hashing.loss_hparams.get("pairs")): c for c in configs}
+    assert set(by) == {("csq", None), ("dsh", "batch"), ("dsh", "bank")}
+    assert by[("csq", None)].training.epochs == 2 and by[("dsh", "batch")].training.epochs == 3
+    with pytest.raises(ValueError, match="method_defaults must map"):
+        expand_grid("s", {}, grid, {"dsh": ["pairs"]})

@@ -356,9 +356,9 @@ def test_set_epoch_is_accepted(name):
 
 
 def test_hparams_have_reference_defaults():
-    expected = {"csq": {"lam": 1e-4}, "dbdh": {"alpha": 0.1, "p": 2},
-                "dch": {"gamma": 20.0, "lam": 0.1}, "dhn": {"alpha": 0.1},
-                "dpn": {"m": 1.0, "p": 0.5}, "dsh": {"m": None, "alpha": 0.1},
+    expected = {"csq": {"lam": 1e-4}, "dbdh": {"alpha": 0.1, "p": 2, "pairs": "bank"},
+                "dch": {"gamma": 20.0, "lam": 0.1}, "dhn": {"alpha": 0.1, "pairs": "bank"},
+                "dpn": {"m": 1.0, "p": 0.5}, "dsh": {"m": None, "alpha": 0.1, "pairs": "bank"},
                 "dtsh": {"alpha": 5.0, "lam": 1.0}, "lcdsh": {"lam": 3.0},
                 "mdsh": {"lam": 1e-4}, "shcir": {"lam": 1e-4, "m": 0.0}}
     for name, hparams in expected.items():

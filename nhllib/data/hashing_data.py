@@ -196,6 +196,7 @@ def _build_list_dataset(req: _Build) -> HashingData:
         return DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last,
             num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),  # page-locked batches: the step's non_blocking copy overlaps
         )
 
     return HashingData(

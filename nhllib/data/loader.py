@@ -7,6 +7,7 @@ gathers a batch with one index operation and converts and normalises the whole b
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -138,6 +139,7 @@ class InMemoryLoader:
         self.transform = transform
         self.drop_last = drop_last
         self.epoch = 0
+        self.shard = (0, 1)  # (rank, world_size): which contiguous share of each batch this loader yields
 
     @property
     def num_samples(self) -> int:
@@ -154,6 +156,23 @@ class InMemoryLoader:
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``__iter__`` produce epoch ``epoch``'s order."""
         self.epoch = int(epoch)
+
+    def sharded(self, rank: int, world_size: int) -> InMemoryLoader:
+        """A view yielding share ``rank`` of ``world_size`` near-equal contiguous shares of every batch.
+
+        The batches, their order and the epoch counter are those of this loader (``batch_size`` stays the
+        global batch), so the shares of all ranks, concatenated in rank order, are this loader's batches:
+        data-parallel training sees exactly the single-process batches (:mod:`nhllib.distributed`).
+        """
+        from nhllib.distributed import check_shardable
+
+        check_positive_int("world_size", world_size)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+        check_shardable(self.num_samples, self.batch_size, world_size, self.drop_last)
+        view = copy.copy(self)  # shares the image and label tensors
+        view.shard = (int(rank), int(world_size))
+        return view
 
     def order(self, epoch: int) -> Tensor:
         """The sample order of epoch ``epoch`` (identity without shuffling)."""
@@ -172,6 +191,9 @@ class InMemoryLoader:
     def _batches(self, order: Tensor) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         for b in range(len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            rank, world_size = self.shard
+            if world_size > 1:
+                index = index.tensor_split(world_size)[rank]
             images = self.images[index]
             x = self.transform(images) if self.transform is not None else images.to(torch.float32).div_(255.0)
             yield x, self.labels[index], index

@@ -10,11 +10,12 @@ float multi-hot labels ``y`` (B, C) and the training-set indices ``index`` (B,);
 name    hyper-parameters (default)      notes
 ======  ==============================  =====================================================
 csq     lam=1e-4                        Hadamard centres
-dbdh    alpha=0.1, p=2                  memory bank
+dbdh    alpha=0.1, p=2, pairs="bank"    memory bank; pairs="batch": pairs i < j of the batch
 dch     gamma=20, lam=0.1               in-batch
-dhn     alpha=0.1                       memory bank
+dhn     alpha=0.1, pairs="bank"         memory bank; pairs="batch": pairs i < j of the batch
 dpn     m=1, p=0.5                      random targets
-dsh     m=2L (None), alpha=0.1          memory bank
+dsh     m=2L (None), alpha=0.1,         memory bank; pairs="batch": pairs i < j of the batch
+        pairs="bank"                    (the DSH paper)
 dtsh    alpha=5, lam=1                  in-batch triplets
 lcdsh   lam=3                           in-batch
 mdsh    lam=1e-4                        single-label only; as released (no pair loss)
@@ -22,7 +23,8 @@ shcir   lam=1e-4, m=0                   single-label only
 ======  ==============================  =====================================================
 
 One loss object serves one code length; a nested model builds one per length and computes them
-with :func:`per_length_losses` (the batch validated once; CSQ fuses the lengths into one pass).
+with :func:`per_length_losses` (the batch validated once; for nested codes the methods built on inner
+products or targets compute all lengths in one pass, see :mod:`nhllib.losses.base`).
 """
 
 from __future__ import annotations

@@ -8,10 +8,22 @@ Every loss in :mod:`nhllib.losses` subclasses :class:`HashLoss`::
 ``forward`` validates the inputs and then calls the subclass's ``compute_loss``. Losses with a
 memory bank (DBDH, DHN, DSH) subclass :class:`MemoryBankLoss`, which keeps the bank in registered
 buffers and writes it only in training mode.
+
+Nested codes in one pass (docs/method.md section 3). For the codes of a nested model, ``codes[k]`` is
+the first L_k columns of the longest code, so with the columns cut into chunks [0, L_1), [L_1, L_2), ...
+every prefix inner product is a running sum over chunks: ``u[:, :L_k] v[:, :L_k]^T = sum_{j <= k}
+u_j v_j^T``. Two helpers let a loss's :meth:`HashLoss.nested_losses` use this:
+
+- :func:`prefix_views` says whether ``codes`` really are such prefixes (views of one tensor in
+  memory); anything else, e.g. the separate-heads control, must take the per-length path;
+- :func:`prefix_products` returns all K product matrices (one ``(B, N)`` tensor each) for about the
+  FLOPs of the longest one, with each ``codes[k]`` receiving the gradient of its own matrix only, so a loss built
+  on them keeps the per-length gradients (training's conflict rule reads them code by code).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import ClassVar
@@ -87,6 +99,106 @@ def _single_label_or_raise(y: Tensor, method: str) -> None:
     if n_empty:
         raise ValueError(f"{method} needs exactly one label per sample, but y has {n_empty} row(s) "
                          "with no label")
+
+
+def prefix_views(codes: Sequence[Tensor]) -> bool:
+    """True when every ``codes[k]`` is ``codes[-1][:, :L_k]`` in memory, widths strictly increasing.
+
+    That is what :class:`~nhllib.nested.NestedHashLayer` returns: views of one storage with one data
+    pointer and the same strides. Codes that merely hold equal values (copies), or that come from
+    separate heads, are not prefixes here: a fused loss would silently tie lengths that are not tied.
+    """
+    codes = list(codes)
+    if len(codes) < 2 or not all(isinstance(u, Tensor) and u.dim() == 2 for u in codes):
+        return False
+    longest = codes[-1]
+    widths = [u.shape[1] for u in codes]
+    return (all(a < b for a, b in zip(widths, widths[1:]))
+            and all(u.shape[0] == longest.shape[0] and u.dtype == longest.dtype and u.device == longest.device
+                    and u.stride() == longest.stride() and u.data_ptr() == longest.data_ptr() for u in codes))
+
+
+def _chunk_bounds(widths: Sequence[int]) -> list[tuple[int, int]]:
+    return list(zip([0, *widths[:-1]], widths))
+
+
+def cumulative_products(u: Tensor, v: Tensor, widths: Sequence[int]) -> Tensor:
+    """``out[k] = u[:, :L_k] @ v[:, :L_k]^T`` for ``L_k = widths[k]``, shape ``(K, B, N)``, no autograd.
+
+    One product per chunk, each added onto the previous length's matrix (``addmm``): the FLOPs of
+    ``u[:, :L_K] @ v[:, :L_K]^T`` alone.
+    """
+    return torch.stack(_running_products(u, v, widths))
+
+
+def _running_products(u: Tensor, v: Tensor, widths: Sequence[int]) -> list[Tensor]:
+    out: list[Tensor] = []
+    for start, stop in _chunk_bounds(widths):
+        chunk = u[:, start:stop] @ v[:, start:stop].t()
+        out.append(chunk if not out else torch.addmm(out[-1], u[:, start:stop], v[:, start:stop].t()))
+    return out
+
+
+class _PrefixProducts(torch.autograd.Function):
+    """Forward: the running products on the longest code, one (B, N) tensor per length. Backward:
+    ``codes[k]`` gets the gradient of its own product alone: ``g_k v[:, :L_k]`` against a constant
+    ``v``, ``(g_k + g_k^T) u_k`` for the Gram matrix (``v`` None)."""
+
+    @staticmethod
+    def forward(ctx, other: Tensor | None, *codes: Tensor) -> tuple[Tensor, ...]:
+        longest = codes[-1]
+        widths = [u.shape[1] for u in codes]
+        right = longest if other is None else other.to(longest.dtype)
+        ctx.widths = widths
+        ctx.gram = other is None
+        ctx.save_for_backward(right)
+        return tuple(_running_products(longest, right, widths))
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor):
+        (right,) = ctx.saved_tensors
+        out = []
+        for k, (width, grad) in enumerate(zip(ctx.widths, grads)):
+            g = grad + grad.t() if ctx.gram else grad
+            out.append(g @ right[:, :width] if ctx.needs_input_grad[k + 1] else None)
+        return (None, *out)
+
+
+def prefix_products(codes: Sequence[Tensor], other: Tensor | None = None) -> tuple[Tensor, ...]:
+    """All K prefix products of nested codes, one ``(B, N)`` tensor per length, in about one
+    longest-length product.
+
+    ``out[k] = codes[k] @ other[:, :L_k]^T`` against a constant ``other`` (N, >= L_K), e.g. a memory
+    bank, which gets no gradient; with ``other=None`` the Gram matrices ``codes[k] @ codes[k]^T``.
+    The caller guarantees that ``codes`` hold prefix values (:func:`prefix_views`, or an elementwise
+    function of such views like a clamp): the values are read from ``codes[-1]`` only, while the
+    gradient of ``out[k]`` flows to ``codes[k]`` only, exactly as the per-length products would send it.
+    Values equal the per-length products up to the rounding of the summation order.
+
+    Separate tensors rather than one (K, B, N) stack: a loss whose elementwise work is large (bank
+    pairs, triplets) should run it length by length on (B, N) matrices that stay in cache; measured on
+    CPU, the stacked form was slower than the per-length path. Small in-batch losses may stack them.
+    """
+    codes = list(codes)
+    if other is not None:
+        other = other.detach()
+    return _PrefixProducts.apply(other, *codes)
+
+
+def stack_hparam(losses: Sequence[HashLoss], name: str, like: Tensor, dims: int = 2) -> Tensor | float:
+    """The hyper-parameter ``name`` of every loss: one float if they agree, else ``(K, 1, ..)`` with
+    ``dims`` trailing singleton dimensions (broadcasts against ``(K, B, N)`` for ``dims=2``, ``(K,)`` for 0)."""
+    values = tuple(float(getattr(loss, name)) for loss in losses)
+    if len(set(values)) == 1:
+        return values[0]
+    return _hparam_tensor(values, like.dtype, like.device, dims)
+
+
+@functools.lru_cache(maxsize=64)
+def _hparam_tensor(values: tuple[float, ...], dtype: torch.dtype, device: torch.device, dims: int) -> Tensor:
+    # Built once per (values, dtype, device): a fresh tensor every step would be a host-to-device copy, and
+    # from pageable memory a synchronisation, on a GPU. Read only; never written in place.
+    return torch.tensor(values, dtype=dtype, device=device).reshape(-1, *([1] * dims))
 
 
 class HashLoss(nn.Module):
@@ -231,31 +343,208 @@ def per_length_losses(losses: Sequence[HashLoss], codes: Sequence[Tensor], y: Te
     return HashLoss.nested_losses(losses, codes, y, index)
 
 
+PAIR_MODES = ("bank", "batch")
+
+
 class MemoryBankLoss(HashLoss):
-    """A :class:`HashLoss` that compares the batch with a bank of the whole training set.
+    """A :class:`HashLoss` on pairs of codes: the batch against a bank of the whole training set
+    (``pairs="bank"``, the reference) or the batch against itself (``pairs="batch"``).
 
     The bank is two registered buffers, ``U`` (num_train, L) and ``Y`` (num_train, C), zero at
     start. :meth:`_bank` writes the detached batch codes and labels at ``index`` and returns the
     whole bank, so the loss runs over B x num_train pairs, including rows not yet visited (zero
     codes, no labels), exactly as the reference. Writes only happen in training mode: the
     reference also wrote the *test* codes into training rows during its per-epoch test-loss pass
-    (METHOD.md section 6, item 7); calling ``.eval()`` on the loss prevents that.
+    (docs/method.md section 6, item 7); calling ``.eval()`` on the loss prevents that.
+
+    With ``pairs="batch"`` there is no bank (``U`` and ``Y`` are None): the pairs are the B(B-1)/2
+    unordered pairs i < j of the batch, as in the DSH paper's online pair generation, and the pair
+    term is their mean (0 for a batch of one sample).
+
+    A subclass defines the pair term elementwise, :meth:`_pair_terms`, and the per-code term,
+    :meth:`_code_term`; the loss is ``mean(pair terms) + code term``. That split is what lets
+    :meth:`nested_losses` compute every length of a nested model at once: all K inner-product
+    matrices from :func:`prefix_products`, the label similarity once, and, after :meth:`nest`, one
+    bank at the longest length whose first L_k columns are length k's bank (the bank of prefix
+    codes is the prefix of the longest code's bank at every step).
     """
 
-    U: Tensor
-    Y: Tensor
+    U: Tensor | None
+    Y: Tensor | None
+    #: Whether :meth:`_pair_terms` needs the squared distances (DSH) or only inner products.
+    needs_distances: ClassVar[bool] = False
+    #: Names of the attributes :meth:`_pair_terms` reads as keyword arguments.
+    pair_hparams: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, code_length: int, num_classes: int, num_train: int, *, seed: int = 0) -> None:
+    def __init__(self, code_length: int, num_classes: int, num_train: int, *, seed: int = 0,
+                 pairs: str = "bank") -> None:
         super().__init__(code_length, num_classes, num_train, seed=seed)
-        self.register_buffer("U", torch.zeros(num_train, code_length))
-        self.register_buffer("Y", torch.zeros(num_train, num_classes))
+        if pairs not in PAIR_MODES:
+            raise ValueError(f"pairs must be one of {PAIR_MODES}, got {pairs!r}")
+        self.pairs = pairs
+        # The loss that holds the bank: itself, or after nest() the longest length's loss. Kept out of
+        # the module tree (a plain attribute), so it is neither a submodule nor in this loss's state_dict.
+        self.__dict__["_bank_owner"] = None
+        with_bank = pairs == "bank"
+        self.register_buffer("U", torch.zeros(num_train, code_length) if with_bank else None)
+        self.register_buffer("Y", torch.zeros(num_train, num_classes) if with_bank else None)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pairs={self.pairs!r}"
+
+    # ---------------------------------------------------------------- what a subclass defines
+
+    def _transform(self, u: Tensor) -> Tensor:
+        """The codes the pairs are built on (DBDH clamps them); elementwise, so prefixes stay prefixes."""
+        return u
+
+    def _pair_terms(self, inner: Tensor, distance: Tensor | None, similar: Tensor, **hparams) -> Tensor:
+        """Elementwise pair losses from the inner products, squared distances and 0/1 similarity."""
+        raise NotImplementedError
+
+    def _code_term(self, u: Tensor) -> Tensor:
+        """The weighted per-code term (quantisation, balance) of the transformed codes, 0-dim."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- one length
+
+    def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
+        u = self._transform(u)
+        hparams = {name: getattr(self, name) for name in self.pair_hparams}
+        if self.pairs == "bank":
+            bank_u, bank_y = self._bank(u, y, index)
+            inner = u @ bank_u.t()
+            distance = None
+            if self.needs_distances:
+                distance = (u.pow(2).sum(dim=1, keepdim=True) + bank_u.pow(2).sum(dim=1).unsqueeze(0)
+                            - 2 * inner).clamp(min=0)
+            similar = pairwise_similarity(y, bank_y).to(u.dtype)
+            return self._pair_terms(inner, distance, similar, **hparams).mean() + self._code_term(u)
+        rows, cols = _upper_pairs(u.shape[0], u.device)
+        inner = u @ u.t()
+        distance = None
+        if self.needs_distances:
+            squares = u.pow(2).sum(dim=1)
+            distance = (squares[rows] + squares[cols] - 2 * inner[rows, cols]).clamp(min=0)
+        similar = pairwise_similarity(y, y).to(u.dtype)[rows, cols]
+        terms = self._pair_terms(inner[rows, cols], distance, similar, **hparams)
+        return _mean_or_zero(terms, dim=0) + self._code_term(u)
+
+    # ---------------------------------------------------------------- the bank
+
+    @property
+    def bank_owner(self) -> MemoryBankLoss:
+        """The loss whose ``U`` and ``Y`` hold this loss's bank (itself unless :meth:`nest` shared one)."""
+        owner = self.__dict__["_bank_owner"]
+        return self if owner is None else owner
 
     def _bank(self, u: Tensor, y: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-        """Write the batch into the bank (training mode only); return the bank in u's dtype."""
+        """Write the batch into the bank (training mode only); return the bank in u's dtype.
+
+        A shorter length of a nested model writes its codes into the first L columns of the shared
+        bank; the longest length then writes whole rows, which start with the same values.
+        """
+        owner, width = self.bank_owner, self.code_length
         if self.training:
             index = index.long()
+            rows = u.detach().to(owner.U.dtype)
+            if owner is not self:
+                rows = torch.cat([rows, owner.U[index, width:]], dim=1)
             # Out-of-place write: a graph built by an earlier call keeps the bank it saw, so a
             # second forward before that graph's backward cannot trip autograd's version check.
-            self.U = self.U.index_copy(0, index, u.detach().to(self.U.dtype))
-            self.Y = self.Y.index_copy(0, index, y.detach().to(self.Y.dtype))
-        return self.U.to(u.dtype), self.Y.to(y.dtype)
+            owner.U = owner.U.index_copy(0, index, rows)
+            owner.Y = owner.Y.index_copy(0, index, y.detach().to(owner.Y.dtype))
+        return owner.U[:, :width].to(u.dtype), owner.Y.to(y.dtype)
+
+    def _check_code(self, u: Tensor) -> None:
+        super()._check_code(u)
+        owner = self.bank_owner
+        if owner is not self and owner.U is not None and owner.U.device != u.device:
+            raise ValueError(f"the shared bank of {self.method_name} (held by the {owner.code_length}-bit loss) is "
+                             f"on {owner.U.device} but u is on {u.device}; move every loss with .to(device)")
+
+    @classmethod
+    def nest(cls, losses: Sequence[HashLoss], *, targets: str = "nested") -> None:
+        """One bank for all lengths: the longest length's loss keeps ``U`` (num_train, L_K) and ``Y``,
+        the shorter ones drop theirs (their ``U``, ``Y`` become None) and read its first L_k columns.
+
+        ``targets`` does not apply to a bank. Nothing to share with ``pairs="batch"``.
+        """
+        losses = list(losses)
+        owner = losses[-1]
+        widths = [loss.code_length for loss in losses]
+        if any(a >= b for a, b in zip(widths, widths[1:])):
+            raise ValueError(f"losses must be ordered by strictly increasing code_length, got {widths}")
+        for loss in losses:
+            if not isinstance(loss, MemoryBankLoss) or loss.pairs != owner.pairs:
+                raise ValueError(f"nest needs memory-bank losses with one pairs mode, got {loss!r}")
+            if (loss.num_train, loss.num_classes) != (owner.num_train, owner.num_classes):
+                raise ValueError("losses must share num_classes and num_train to share a bank")
+        if owner.pairs != "bank":
+            return
+        for loss in losses[:-1]:
+            loss.__dict__["_bank_owner"] = owner
+            loss.U = None
+            loss.Y = None
+
+    # ---------------------------------------------------------------- all lengths at once
+
+    @classmethod
+    def nested_losses(cls, losses: Sequence[HashLoss], codes: Sequence[Tensor], y: Tensor,
+                      index: Tensor) -> Tensor:
+        """All lengths in one pass when ``codes`` are :func:`prefix_views` and, with a bank, the losses
+        share one (:meth:`nest`); else the per-length path. The bank is written once, with the longest
+        code, when the longest length's loss is in training mode.
+        """
+        losses, codes = list(losses), list(codes)
+        owner = losses[-1]
+        modes = {loss.pairs for loss in losses}
+        shared = all(loss.bank_owner is owner for loss in losses)
+        if len(modes) != 1 or not prefix_views(codes) or (owner.pairs == "bank" and not shared):
+            return super().nested_losses(losses, codes, y, index)
+        codes = [loss._transform(u) for loss, u in zip(losses, codes)]
+        longest = codes[-1]
+        widths = [u.shape[1] for u in codes]
+        pair = []
+        if owner.pairs == "bank":
+            bank_u, bank_y = owner._bank(longest, y, index)
+            similar = pairwise_similarity(y, bank_y).to(longest.dtype)
+            inner = prefix_products(codes, bank_u)
+            bank_norms = None
+            if cls.needs_distances:
+                # |U_k|^2 as running sums of the bank's chunk norms; |u_k|^2 from each code (its own gradient).
+                bank_squares = bank_u.pow(2)
+                bank_norms = torch.stack([bank_squares[:, a:b].sum(dim=1)
+                                          for a, b in _chunk_bounds(widths)]).cumsum(0)
+            # The elementwise work length by length: (B, N) matrices stay in cache, a (K, B, N) stack does not.
+            for k, (loss, u) in enumerate(zip(losses, codes)):
+                distance = None
+                if bank_norms is not None:
+                    distance = (u.pow(2).sum(dim=1, keepdim=True) + bank_norms[k].unsqueeze(0)
+                                - 2 * inner[k]).clamp(min=0)
+                hparams = {name: getattr(loss, name) for name in cls.pair_hparams}
+                pair.append(loss._pair_terms(inner[k], distance, similar, **hparams).mean())
+        else:
+            rows, cols = _upper_pairs(longest.shape[0], longest.device)
+            similar = pairwise_similarity(y, y).to(longest.dtype)[rows, cols]
+            for loss, u, gram in zip(losses, codes, prefix_products(codes)):
+                distance = None
+                if cls.needs_distances:
+                    squares = u.pow(2).sum(dim=1)
+                    distance = (squares[rows] + squares[cols] - 2 * gram[rows, cols]).clamp(min=0)
+                hparams = {name: getattr(loss, name) for name in cls.pair_hparams}
+                pair.append(_mean_or_zero(loss._pair_terms(gram[rows, cols], distance, similar, **hparams), dim=0))
+        return torch.stack(pair) + torch.stack([loss._code_term(u) for loss, u in zip(losses, codes)])
+
+
+def _upper_pairs(batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Row and column indices of the pairs i < j of a batch."""
+    rows, cols = torch.triu_indices(batch, batch, offset=1, device=device)
+    return rows, cols
+
+
+def _mean_or_zero(terms: Tensor, dim: int) -> Tensor:
+    """Mean over ``dim``; 0 (still attached to the graph) when there is nothing to average."""
+    if terms.shape[dim] == 0:
+        return terms.sum(dim=dim)
+    return terms.mean(dim=dim)

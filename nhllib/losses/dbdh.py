@@ -11,34 +11,40 @@ The bank (``U``, ``Y`` buffers, zero at start, the clamped codes are stored) is 
 loss and the pairwise term is averaged over the whole bank, unvisited zero rows included. Bank
 writes happen only in training mode (the reference also wrote test codes into it, METHOD.md
 section 6 item 7). ``p`` must be 1 or 2: the reference used the square for any ``p != 1``.
+
+``pairs="batch"`` takes the B(B-1)/2 pairs i < j of the batch instead of the bank (no bank is kept).
+Nested models: every length in one pass, see :class:`~nhllib.losses.base.MemoryBankLoss` (the clamp
+is elementwise, so clamped prefixes are prefixes of the clamped longest code).
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from .base import MemoryBankLoss, check_float, logistic_pair_nll, pairwise_similarity
+from .base import MemoryBankLoss, check_float, logistic_pair_nll
 
 
 class DBDHLoss(MemoryBankLoss):
-    """DBDH loss; ``alpha`` weighs the bit-balance term of power ``p`` (reference 0.1, 2)."""
+    """DBDH loss; ``alpha`` weighs the bit-balance term of power ``p`` (reference 0.1, 2); ``pairs``
+    is ``"bank"`` (the reference) or ``"batch"`` (in-batch pairs)."""
 
     method_name = "DBDH"
 
     def __init__(self, code_length: int, num_classes: int, num_train: int, *, seed: int = 0,
-                 alpha: float = 0.1, p: int = 2) -> None:
-        super().__init__(code_length, num_classes, num_train, seed=seed)
+                 alpha: float = 0.1, p: int = 2, pairs: str = "bank") -> None:
+        super().__init__(code_length, num_classes, num_train, seed=seed, pairs=pairs)
         self.alpha = check_float("alpha", alpha, minimum=0.0)
         if p not in (1, 2) or isinstance(p, bool):
             raise ValueError(f"p must be 1 or 2, got {p!r}")
         self.p = int(p)
 
-    def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
-        u = u.clamp(min=-1, max=1)
-        bank_u, bank_y = self._bank(u, y, index)
-        s = pairwise_similarity(y, bank_y).to(u.dtype)
-        theta = 0.5 * (u @ bank_u.t())
-        likelihood = logistic_pair_nll(theta, s).mean()
+    def _transform(self, u: Tensor) -> Tensor:
+        return u.clamp(min=-1, max=1)
+
+    def _pair_terms(self, inner: Tensor, distance: Tensor | None, similar: Tensor) -> Tensor:
+        return logistic_pair_nll(0.5 * inner, similar)
+
+    def _code_term(self, u: Tensor) -> Tensor:
         bit_mean = u.mean(dim=1)
         balance = bit_mean.abs().mean() if self.p == 1 else bit_mean.pow(2).mean()
-        return likelihood + self.alpha * balance
+        return self.alpha * balance

@@ -11,14 +11,19 @@ as in the NHL reference code (``bit_length/DCH.py``), in-batch::
 The pairs include i = j, as in the reference. The reference sized the all-ones matrix of the
 quantisation term by ``batch_size = 64``; every row of it is the same all-ones vector, so the
 mean is the same for any number of rows and we use a single row (no batch-size dependence).
+
+Nested models: all K Gram matrices from :func:`~nhllib.losses.base.prefix_products` and the pair
+weights once (they depend on the labels only); see :meth:`DCHLoss.nested_losses`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-from .base import HashLoss, check_float, pairwise_similarity
+from .base import HashLoss, check_float, pairwise_similarity, prefix_products, prefix_views, stack_hparam
 
 
 class DCHLoss(HashLoss):
@@ -38,15 +43,53 @@ class DCHLoss(HashLoss):
         return (1 - cos.clamp(max=0.99)) * self.code_length / 2
 
     def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
-        s = pairwise_similarity(y, y).to(u.dtype)
-        n_pairs = s.numel()
-        n_similar = s.sum()
-        n_dissimilar = n_pairs - n_similar
-        # The reference falls back to w = 1 when S_1 or S_0 is empty; with the counts clamped at 1
-        # the balanced formula already gives 1 on every pair then, so no branch (or host sync).
-        w = s * n_pairs / n_similar.clamp(min=1) + (1 - s) * n_pairs / n_dissimilar.clamp(min=1)
-        d = self._distance(u, u)
+        w, s = _pair_weights(y, u.dtype)
+        d = self._cauchy_distance(u @ u.t(), _norm_products(u.norm(dim=1)), self.code_length)
         cauchy = w * (s * torch.log(d / self.gamma) + torch.log(1 + self.gamma / d))
+        return cauchy.mean() + self._quantization(u)
+
+    def _cauchy_distance(self, inner: Tensor, norms: Tensor, code_length) -> Tensor:
+        cos = inner / norms.clamp(min=1e-4)
+        return (1 - cos.clamp(max=0.99)) * code_length / 2
+
+    def _distance(self, a: Tensor, b: Tensor) -> Tensor:
+        norms = a.norm(dim=1, keepdim=True) @ b.norm(dim=1, keepdim=True).t()
+        return self._cauchy_distance(a @ b.t(), norms, self.code_length)
+
+    def _quantization(self, u: Tensor) -> Tensor:
         ones = u.new_ones(1, self.code_length)
-        quantization = torch.log(1 + self._distance(u.abs(), ones) / self.gamma)
-        return cauchy.mean() + self.lam * quantization.mean()
+        return self.lam * torch.log(1 + self._distance(u.abs(), ones) / self.gamma).mean()
+
+    @classmethod
+    def nested_losses(cls, losses: Sequence[DCHLoss], codes: Sequence[Tensor], y: Tensor,
+                      index: Tensor) -> Tensor:
+        """Nested codes (:func:`~nhllib.losses.base.prefix_views`): the K Gram matrices in one pass,
+        the pair weights once; otherwise the per-length path."""
+        losses, codes = list(losses), list(codes)
+        if not prefix_views(codes):
+            return super().nested_losses(losses, codes, y, index)
+        longest = codes[-1]
+        w, s = _pair_weights(y, longest.dtype)
+        norms = torch.stack([u.norm(dim=1) for u in codes])
+        lengths = stack_hparam(losses, "code_length", longest)
+        gamma = stack_hparam(losses, "gamma", longest)
+        d = losses[0]._cauchy_distance(torch.stack(prefix_products(codes)), _norm_products(norms), lengths)
+        cauchy = w * (s * torch.log(d / gamma) + torch.log(1 + gamma / d))
+        return cauchy.mean(dim=(1, 2)) + torch.stack([loss._quantization(u) for loss, u in zip(losses, codes)])
+
+
+def _pair_weights(y: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The balancing weights w and the similarity s of the batch's pairs."""
+    s = pairwise_similarity(y, y).to(dtype)
+    n_pairs = s.numel()
+    n_similar = s.sum()
+    n_dissimilar = n_pairs - n_similar
+    # The reference falls back to w = 1 when S_1 or S_0 is empty; with the counts clamped at 1
+    # the balanced formula already gives 1 on every pair then, so no branch (or host sync).
+    w = s * n_pairs / n_similar.clamp(min=1) + (1 - s) * n_pairs / n_dissimilar.clamp(min=1)
+    return w, s
+
+
+def _norm_products(norms: Tensor) -> Tensor:
+    """``|u_i| |u_j|`` from the row norms (..., B): a product of two numbers, exact either way."""
+    return norms.unsqueeze(-1) * norms.unsqueeze(-2)

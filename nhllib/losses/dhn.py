@@ -11,6 +11,9 @@ The bank (``U``, ``Y`` buffers, zero at start) is written before the loss and th
 averaged over the whole bank, unvisited zero rows included. Bank writes happen only in training
 mode (the reference also wrote test codes into it, METHOD.md section 6 item 7). ``log cosh`` is
 evaluated in an overflow-free form with the same value where the reference's is finite.
+
+``pairs="batch"`` takes the B(B-1)/2 pairs i < j of the batch instead of the bank (no bank is kept).
+Nested models: every length in one pass, see :class:`~nhllib.losses.base.MemoryBankLoss`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import MemoryBankLoss, check_float, logistic_pair_nll, pairwise_similarity
+from .base import MemoryBankLoss, check_float, logistic_pair_nll
 
 
 def _log_cosh(x: Tensor) -> Tensor:
@@ -29,19 +32,18 @@ def _log_cosh(x: Tensor) -> Tensor:
 
 
 class DHNLoss(MemoryBankLoss):
-    """DHN loss; ``alpha`` weighs the log-cosh quantisation term (reference 0.1)."""
+    """DHN loss; ``alpha`` weighs the log-cosh quantisation term (reference 0.1); ``pairs`` is
+    ``"bank"`` (the reference) or ``"batch"`` (in-batch pairs)."""
 
     method_name = "DHN"
 
     def __init__(self, code_length: int, num_classes: int, num_train: int, *, seed: int = 0,
-                 alpha: float = 0.1) -> None:
-        super().__init__(code_length, num_classes, num_train, seed=seed)
+                 alpha: float = 0.1, pairs: str = "bank") -> None:
+        super().__init__(code_length, num_classes, num_train, seed=seed, pairs=pairs)
         self.alpha = check_float("alpha", alpha, minimum=0.0)
 
-    def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
-        bank_u, bank_y = self._bank(u, y, index)
-        s = pairwise_similarity(y, bank_y).to(u.dtype)
-        theta = 0.5 * (u @ bank_u.t())
-        likelihood = logistic_pair_nll(theta, s).mean()
-        quantization = _log_cosh(u.abs() - 1).mean()
-        return likelihood + self.alpha * quantization
+    def _pair_terms(self, inner: Tensor, distance: Tensor | None, similar: Tensor) -> Tensor:
+        return logistic_pair_nll(0.5 * inner, similar)
+
+    def _code_term(self, u: Tensor) -> Tensor:
+        return self.alpha * _log_cosh(u.abs() - 1).mean()

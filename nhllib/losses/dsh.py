@@ -13,6 +13,11 @@ writes happen only in training mode (the reference also wrote test codes into it
 section 6 item 7). The distances are computed as ``|u|^2 + |U|^2 - 2 u.U`` (clamped at 0) instead
 of the reference's (B, num_train, L) broadcast, which needs O(B * num_train * L) memory; the
 values agree to rounding.
+
+``pairs="batch"`` takes the B(B-1)/2 pairs i < j of the batch instead of the bank, the DSH paper's
+online pair generation (no bank is kept). In the from-scratch small-CNN setting the bank version's
+codes collapse, while the in-batch form trains (docs/method.md section 3). Nested models: every
+length in one pass, see :class:`~nhllib.losses.base.MemoryBankLoss`.
 """
 
 from __future__ import annotations
@@ -23,21 +28,21 @@ from .base import MemoryBankLoss, check_float
 
 
 class DSHLoss(MemoryBankLoss):
-    """DSH loss; ``m`` is the contrastive margin (default ``2 * code_length``), ``alpha`` 0.1."""
+    """DSH loss; ``m`` is the contrastive margin (default ``2 * code_length``), ``alpha`` 0.1;
+    ``pairs`` is ``"bank"`` (the reference) or ``"batch"`` (in-batch pairs, the paper)."""
 
     method_name = "DSH"
+    needs_distances = True
+    pair_hparams = ("m",)
 
     def __init__(self, code_length: int, num_classes: int, num_train: int, *, seed: int = 0,
-                 m: float | None = None, alpha: float = 0.1) -> None:
-        super().__init__(code_length, num_classes, num_train, seed=seed)
+                 m: float | None = None, alpha: float = 0.1, pairs: str = "bank") -> None:
+        super().__init__(code_length, num_classes, num_train, seed=seed, pairs=pairs)
         self.m = 2.0 * code_length if m is None else check_float("m", m, strictly_positive=True)
         self.alpha = check_float("alpha", alpha, minimum=0.0)
 
-    def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
-        bank_u, bank_y = self._bank(u, y, index)
-        dist = (u.pow(2).sum(dim=1, keepdim=True) + bank_u.pow(2).sum(dim=1).unsqueeze(0)
-                - 2 * (u @ bank_u.t())).clamp(min=0)
-        dissimilar = (y @ bank_y.t() == 0).to(u.dtype)
-        contrastive = (1 - dissimilar) / 2 * dist + dissimilar / 2 * (self.m - dist).clamp(min=0)
-        quantization = (1 - u.abs()).abs().mean()
-        return contrastive.mean() + self.alpha * quantization
+    def _pair_terms(self, inner: Tensor, distance: Tensor | None, similar: Tensor, *, m) -> Tensor:
+        return similar / 2 * distance + (1 - similar) / 2 * (m - distance).clamp(min=0)
+
+    def _code_term(self, u: Tensor) -> Tensor:
+        return self.alpha * (1 - u.abs()).abs().mean()
