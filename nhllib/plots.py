@@ -1032,7 +1032,7 @@ def plot_distill_sensitivity(metrics: pd.DataFrame, variant: str = "nhl", metric
                              ncols: int = 3) -> Figure | None:
     """Figure 5: mAP against the distillation weight λ per code length, for the methods whose ``variant`` runs
     use at least two λ values (x on a log scale; symlog when λ = 0 is among them)."""
-    rows = _per_length_rows(metrics, metric)
+    rows = _per_length_rows(tables.main_targets(metrics), metric)
     rows = rows[rows["variant"] == variant] if not rows.empty else rows
     if rows.empty:
         _skip("distill_sensitivity", f"no runs of variant {variant!r}")

@@ -39,6 +39,7 @@ __all__ = [
     "delta_table",
     "format_mean_std",
     "main_comparison",
+    "main_targets",
     "map_table",
     "pivot_lengths",
     "reference_distill_weight",
@@ -229,8 +230,23 @@ def reference_distill_weight(frame: pd.DataFrame) -> float | None:
     return float(min(top, key=lambda v: (abs(float(v) - 1.0), float(v))))
 
 
+def main_targets(frame: pd.DataFrame) -> pd.DataFrame:
+    """Keep the runs of the study's main target construction (the ``targets`` value of most runs, ``nested`` in
+    the default study); a side experiment with ``targets: independent`` is left out, like a λ sweep. A frame
+    without a ``targets`` column, or with one value, is returned as it is."""
+    if frame.empty or "targets" not in frame.columns or frame["targets"].nunique(dropna=False) <= 1:
+        return frame
+    counts = frame.drop_duplicates("run_id")["targets"].value_counts() if "run_id" in frame else \
+        frame["targets"].value_counts()
+    main = counts.index[0]
+    logger.info("main comparison: runs with targets=%r kept, %s left out", main,
+                {k: int(v) for k, v in counts.items() if k != main})
+    return frame[frame["targets"] == main].reset_index(drop=True)
+
+
 def main_comparison(frame: pd.DataFrame, distill_weight: float | None = None) -> pd.DataFrame:
-    """Drop the runs of a λ sweep: keep runs without distillation (λ = 0) and those at the reference λ.
+    """Drop the runs of a λ sweep: keep runs without distillation (λ = 0) and those at the reference λ; and the
+    runs of a side experiment on the target construction (:func:`main_targets`).
 
     ``distill_weight=None`` takes :func:`reference_distill_weight`. Figures 1-3 and 6-7 compare variants at
     one λ; the sensitivity figure uses every λ.
@@ -238,6 +254,7 @@ def main_comparison(frame: pd.DataFrame, distill_weight: float | None = None) ->
     if frame.empty:
         return frame
     require_columns(frame, ["distill_weight"], "frame")
+    frame = main_targets(frame)
     lam = reference_distill_weight(frame) if distill_weight is None else float(distill_weight)
     keep = frame["distill_weight"] == 0
     if lam is not None:

@@ -693,3 +693,19 @@ def test_save_slide_is_one_panel_at_1280x720_with_the_caption_outside(tmp_path, 
     with pytest.raises(ValueError, match="one panel"):
         plots.save_slide(plots.plot_map_vs_length(metrics), tmp_path, "two")
     assert plots.save_slide(None, tmp_path, "none") == []
+
+
+def test_a_side_experiment_on_the_targets_is_left_out_of_the_main_comparison():
+    """The default study adds `targets: independent` nhl runs for some methods: tables keep them apart, the main
+    comparison (verdict, figures) uses the main construction."""
+    metrics = collapse_metrics().assign(targets="nested")
+    side = metrics[metrics.run_id == "csq_nhl"].assign(targets="independent", run_id="csq_nhl_independent")
+    side.loc[side.metric == "map", "value"] -= 0.2
+    both = pd.concat([metrics, side], ignore_index=True)
+    assert set(tables.main_comparison(both).targets) == {"nested"}
+    verdict = tables.verdict_tables(both)["verdict"].set_index(["method", "code_length"])
+    assert verdict.loc[("csq", 8), "mean"] == pytest.approx(0.01)
+    table = tables.map_table(both)
+    assert set(table.loc[table.variant == "nhl", "targets"]) == {"nested", "independent"}
+    assert_complete_figure(plots.plot_map_vs_length(both))
+    assert plots.plot_verdict(both) is not None and plots.plot_distill_sensitivity(both) is None
