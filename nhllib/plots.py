@@ -99,12 +99,13 @@ def _grid(n_panels: int, ncols: int, caption: str, panel: tuple[float, float] = 
     return fig, axes, caption
 
 
-def _facets(panels: Sequence[tuple[str, str]], caption: str, panel: tuple[float, float]):
-    """One row per method, one column per variant; returns the figure, axes, caption and (method, variant) -> ax."""
-    methods = sorted({m for m, _ in panels})
-    variants = _ordered_variants([v for _, v in panels])
-    fig, axes, caption = _grid(len(methods) * len(variants), len(variants), caption, panel, nrows=len(methods))
-    where = {(m, v): axes[methods.index(m), variants.index(v)] for m, v in panels}
+def _facets(panels: Sequence[tuple[str, str]], caption: str, panel: tuple[float, float], ncols: int = 4):
+    """One panel per (method, variant), in that order, wrapping after ``ncols`` (no empty panels inside the grid,
+    however many methods); returns the figure, axes, caption and (method, variant) -> ax."""
+    order = {v: k for k, v in enumerate(_ordered_variants([v for _, v in panels]))}
+    panels = sorted(dict.fromkeys(panels), key=lambda p: (p[0], order[p[1]]))
+    fig, axes, caption = _grid(len(panels), ncols, caption, panel)
+    where = dict(zip(panels, axes.flat))
     return fig, axes, caption, where
 
 
