@@ -5,8 +5,17 @@ Inputs are :func:`nhllib.results.load_results` tables (``metrics.csv``, or ``con
 :mod:`nhllib.tables`; this module only draws. Every figure has a title, axis labels with units, a legend (a
 colour bar for the heat map) and a caption line naming the runs it comes from. A figure whose runs do not exist
 returns ``None`` (logged at INFO), so a notebook renders those that can be rendered. Figures are created with
-``matplotlib.figure.Figure`` (not pyplot), so nothing is registered globally; :func:`save_figure` is the only
-file I/O.
+``matplotlib.figure.Figure`` (not pyplot), so nothing is registered globally; :func:`save_figure` and
+:func:`save_slide` are the only file I/O.
+
+Conventions every figure keeps, so that it tells the truth about its runs (the caption says which apply):
+a filled marker is a mean over seeds with ± one std; a hollow marker is a single run (n = 1) with no error bar,
+and the caption never says "mean over seeds" for one seed; the untrained network (variant ``untrained``,
+:func:`nhllib.tables.reference_table`) is a dashed grey line, the level a model must beat; a collapsed model
+(:func:`nhllib.tables.collapse_table`) is drawn grey. The marker sets carry gids (``mean``, ``n=1``,
+``collapsed``, ``collapsed,n=1``; the reference line ``reference``; the caption ``caption``) so that tests and
+:func:`save_slide` find them. Per-method panels wrap (five or four to a row), and the conflict figures are heat
+maps with methods on an axis, so ten methods stay readable at page width.
 """
 
 from __future__ import annotations
