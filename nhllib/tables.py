@@ -555,16 +555,19 @@ def delta_table(metrics: pd.DataFrame, metric: str = "map", reference: str | Non
         return pd.DataFrame(columns=columns)
     _check_unique_seeds(rows, keys, "delta_table")
     ref_rows = rows[rows["variant"] == reference]
+    # One model per length has no nested targets to build: its runs serve every targets group of the variants.
+    ref_context = [c for c in context if not (c == "targets" and VARIANTS.get(reference) is not None
+                                               and VARIANTS[reference].single_length)]
     ref_by = {
         key: grp.set_index("seed")["value"]
-        for key, grp in ref_rows.groupby([*context, "method", "code_length"], sort=False)
+        for key, grp in ref_rows.groupby([*ref_context, "method", "code_length"], sort=False)
     }
     if len(ref_rows["distill_weight"].unique()) > 1:
         raise ValueError(f"reference variant {reference!r} has several λ values; select one first")
     out = []
     for key, grp in rows[rows["variant"] != reference].groupby(keys, sort=False):
         key = dict(zip(keys, key))
-        ref = ref_by.get((*(key[c] for c in context), key["method"], key["code_length"]))
+        ref = ref_by.get((*(key[c] for c in ref_context), key["method"], key["code_length"]))
         if ref is None:
             continue
         var = grp.set_index("seed")["value"]

@@ -707,5 +707,8 @@ def test_a_side_experiment_on_the_targets_is_left_out_of_the_main_comparison():
     assert verdict.loc[("csq", 8), "mean"] == pytest.approx(0.01)
     table = tables.map_table(both)
     assert set(table.loc[table.variant == "nhl", "targets"]) == {"nested", "independent"}
+    delta = tables.delta_table(both).set_index(["targets", "method", "code_length"])  # both against separate
+    assert delta.loc[("independent", "csq", 8), "mean"] == pytest.approx(0.01 - 0.2)
+    assert delta.loc[("nested", "csq", 8), "mean"] == pytest.approx(0.01)
     assert_complete_figure(plots.plot_map_vs_length(both))
     assert plots.plot_verdict(both) is not None and plots.plot_distill_sensitivity(both) is None
