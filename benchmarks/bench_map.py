@@ -1,6 +1,6 @@
 """Benchmark: vectorised, tie-aware mAP (nhllib.evaluate) against the common per-query loop.
 
-Synthetic CIFAR-like setting (ECOSYSTEM.md §3.3): 10 classes, 128-bit ±1 class centres, codes =
+Synthetic CIFAR-like setting (docs/evaluation.md §3): 10 classes, 128-bit ±1 class centres, codes =
 sign(centre + Gaussian noise) with 20% bit flips, 1,000 queries x 54,000 class-ordered database items,
 nested prefixes of 8/16/32/64/128 bits, mAP over the whole database.
 

@@ -1,4 +1,4 @@
-"""Long-to-short cascade self-distillation (METHOD.md §2.4).
+"""Long-to-short cascade self-distillation (docs/method.md §2.4).
 
 Similarity-preserving (SP) distillation of Tung & Mori (ICCV 2019) between adjacent nested codes: the
 (k+1)-th, longer code is the teacher of the k-th. For a batch of continuous codes H (B×L), G = H Hᵀ with each
@@ -40,7 +40,7 @@ def cascade_distillation(codes: Sequence[torch.Tensor]) -> torch.Tensor:
 
     ``codes`` are the K continuous codes from shortest to longest (the output of a NestedHashLayer). The full
     NHL objective is Σ_k w_k (ℓ_k + λ D_k) with D_K = 0, over all K lengths (the released code drops ℓ_K;
-    see METHOD.md §2.5).
+    see docs/method.md §2.5).
     """
     codes = list(codes)
     if len(codes) < 2:

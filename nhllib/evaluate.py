@@ -1,6 +1,6 @@
 """Hamming-ranking evaluation of binary codes: tie-aware mAP@K, P@K, PR curves and ``encode``.
 
-Conventions (shared by every function here; METHOD.md §5 and ECOSYSTEM.md §3.3):
+Conventions (shared by every function here; docs/evaluation.md §2-§4):
 
 - **Codes.** Any real values, binarised as ``x >= 0 -> +1`` and ``x < 0 -> -1`` (so ``sign(0) = +1``,
   unlike ``torch.sign``). NaN is rejected, and so are {0, 1} bit matrices (map them with ``2 * b - 1``),

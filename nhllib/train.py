@@ -5,7 +5,7 @@ run's :class:`~nhllib.config.TrainingConfig` and a distillation weight. Its piec
 ``train_epoch``, ``evaluate_model``) are separate functions so that a distributed driver can reuse them;
 ``fit`` keeps no global state and writes nothing to disk (the caller does, once, through :mod:`nhllib.results`).
 
-Protocol choices (METHOD.md §4 lists the reference's flaws they avoid):
+Protocol choices (docs/reference-defects.md lists the reference's flaws they avoid):
 - model selection and early stopping on the **validation** split only (mean mAP over lengths); the query split
   is evaluated at the same moments and reported for the best-validation evaluation and for the last one;
 - training-loop wall time (device-synchronised) is kept apart from evaluation time;

@@ -1,6 +1,6 @@
 """Per-length loss weights: uniform, static, and the gradient-conflict ("dominance-aware") rule of NHL.
 
-The conflict rule (METHOD.md §2.3), for code lengths L_1 < ... < L_K and g_k = ∂O_k/∂W, the gradient of length
+The conflict rule (docs/method.md §2.3), for code lengths L_1 < ... < L_K and g_k = ∂O_k/∂W, the gradient of length
 k's objective with respect to the shared hash weight W (shape (L_K, d)):
 
 1. for every pair s < l, compare the gradients on the rows the shorter code owns, W[:L_s]:

@@ -5,7 +5,7 @@ from nhllib.distill import cascade_distillation, similarity_preserving_loss
 
 
 def sp_oracle(student, teacher):
-    """SP loss written out element by element from METHOD.md §2.4."""
+    """SP loss written out element by element from docs/method.md §2.4."""
     b = student.shape[0]
 
     def normalised_gram(h):

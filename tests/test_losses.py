@@ -1,4 +1,4 @@
-"""Tests of nhllib.losses: loop oracles from METHOD.md section 3, the shared contract, centres, errors.
+"""Tests of nhllib.losses: loop oracles from docs/method.md §3, the shared contract, centres, errors.
 
 Oracles are plain Python loops over samples, pairs and triplets on tiny seeded inputs (B=6, L=8,
 C=3, num_train=10), written from the formulas, not from the vectorised code. Centres and target
@@ -69,7 +69,7 @@ def target_code(y_row, centers, tie_break):
     return out
 
 
-# ---------------------------------------------------------------- oracles (METHOD.md section 3)
+# ---------------------------------------------------------------- oracles (docs/method.md §3)
 
 def oracle_csq(loss, u, y, bank):
     centers, tie = loss.centers.tolist(), loss.tie_break.tolist()

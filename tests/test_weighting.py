@@ -11,7 +11,7 @@ LENGTHS = (4, 8, 16)
 
 
 def rule_oracle(grads, lengths, beta=1.0, threshold_norm="own"):
-    """METHOD.md §2.3 step by step with Python floats over flattened row-major gradients."""
+    """docs/method.md §2.3 step by step with Python floats over flattened row-major gradients."""
     k = len(lengths)
     flat = [g.flatten().tolist() for g in grads]
     width = grads[0].shape[1]

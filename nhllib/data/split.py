@@ -8,7 +8,7 @@ are excluded from the database, so model selection never touches the query set o
 A split is a pure function of (pool labels, spec, seed): each class has its own ``numpy.random.Generator``
 seeded with ``(seed, 0, class)``, so a class's draw does not depend on the other classes. Inside each split the
 indices are put in a seeded random order (generator ``(seed, 1)``) rather than class by class, because a
-class-ordered database biases tie-breaking in Hamming ranking (docs/ECOSYSTEM.md, ties). The split is saved to
+class-ordered database biases tie-breaking in Hamming ranking (docs/evaluation.md §3). The split is saved to
 ``<data_dir>/splits/<dataset>_<spec.tag>_seed<seed>.npz`` and later calls re-load (and check) that file, so
 every run of a study sees the same split even if numpy's generators change.
 """

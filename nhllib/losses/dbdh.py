@@ -9,8 +9,8 @@ Neurocomputing 2020. Implemented as in the NHL reference code (``bit_length/DBDH
 
 The bank (``U``, ``Y`` buffers, zero at start, the clamped codes are stored) is written before the
 loss and the pairwise term is averaged over the whole bank, unvisited zero rows included. Bank
-writes happen only in training mode (the reference also wrote test codes into it, METHOD.md
-section 6 item 7). ``p`` must be 1 or 2: the reference used the square for any ``p != 1``.
+writes happen only in training mode (the reference also wrote test codes into it, docs/reference-defects.md
+item 7). ``p`` must be 1 or 2: the reference used the square for any ``p != 1``.
 
 ``pairs="batch"`` takes the B(B-1)/2 pairs i < j of the batch instead of the bank (no bank is kept).
 Nested models: every length in one pass, see :class:`~nhllib.losses.base.MemoryBankLoss` (the clamp

@@ -9,7 +9,7 @@ Implemented as in the NHL reference code (``bit_length/DHN.py``)::
 
 The bank (``U``, ``Y`` buffers, zero at start) is written before the loss and the pairwise term is
 averaged over the whole bank, unvisited zero rows included. Bank writes happen only in training
-mode (the reference also wrote test codes into it, METHOD.md section 6 item 7). ``log cosh`` is
+mode (the reference also wrote test codes into it, docs/reference-defects.md item 7). ``log cosh`` is
 evaluated in an overflow-free form with the same value where the reference's is finite.
 
 ``pairs="batch"`` takes the B(B-1)/2 pairs i < j of the batch instead of the bank (no bank is kept).

@@ -9,8 +9,8 @@ Implemented as in the NHL reference code (``bit_length/DSH.py``)::
 
 with ``m = 2L`` by default. The bank (``U``, ``Y`` buffers, zero at start) is written before the
 loss and the pairwise term is averaged over the whole bank, unvisited zero rows included. Bank
-writes happen only in training mode (the reference also wrote test codes into it, METHOD.md
-section 6 item 7). The distances are computed as ``|u|^2 + |U|^2 - 2 u.U`` (clamped at 0) instead
+writes happen only in training mode (the reference also wrote test codes into it, docs/reference-defects.md
+item 7). The distances are computed as ``|u|^2 + |U|^2 - 2 u.U`` (clamped at 0) instead
 of the reference's (B, num_train, L) broadcast, which needs O(B * num_train * L) memory; the
 values agree to rounding.
 

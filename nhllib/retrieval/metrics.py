@@ -4,7 +4,7 @@ These score the rankings an index actually returned, so a search strategy that d
 from its shortlist is penalised; code-level (tie-aware) mAP over the whole database lives in
 :mod:`nhllib.evaluate`.
 
-Definitions (the project convention, METHOD.md §protocol):
+Definitions (the project convention, docs/evaluation.md §4):
 
 - an item is relevant to a query when they share at least one label;
 - AP@k = (1 / H) * sum over relevant ranks j <= k of (relevant items in ranks 1..j) / j, where H is the

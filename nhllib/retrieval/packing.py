@@ -3,7 +3,7 @@
 Bit convention (the same as :func:`numpy.packbits` with its default ``bitorder="big"``):
 
 - a real value ``>= 0`` becomes bit 1 and a value ``< 0`` becomes bit 0, so ``sign(0)`` counts as +1,
-  the project's convention (STYLE.md, "Evaluation");
+  the project's convention (docs/evaluation.md §2);
 - bit ``j`` of a code is bit ``7 - j % 8`` of byte ``j // 8``: bit 0 of the code is the most significant
   bit of byte 0.
 
