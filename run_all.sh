@@ -8,7 +8,7 @@
 # Creates the environment on first use, fetches Fashion-MNIST when missing (scripts/get_data.sh), checks the data, runs every missing run of the profile's grid
 # (studies/<profile>.yaml) through papermill, then the analysis notebooks. Resumable: complete runs are skipped.
 # The default profile then renders the executed tour and exercises into docs/rendered/ (scripts/render_docs.sh;
-# NHL_RENDER_DOCS=0 skips it).
+# NHL_RENDER_DOCS=0 skips it) and regenerates the README's findings block from results/tables (python -m nhllib.findings).
 set -euo pipefail
 caller=$PWD
 profile=${1:-default}
@@ -48,6 +48,10 @@ wait "$driver" || status=$?
 driver=
 if [ "$status" -eq 0 ] && [ "$profile" = default ] && [ "${NHL_RENDER_DOCS:-1}" = 1 ]; then
   NHL_PYTHON="$NHL_PYTHON" scripts/render_docs.sh || status=$?  # the executed tour and exercises under docs/rendered/
+fi
+if [ "$status" -eq 0 ] && [ "$profile" = default ] && [[ " $* " != *" --results"* ]]; then
+  # the README's generated findings block, from the tables just written (a prose number not in its tables is listed)
+  "$NHL_PYTHON" -m nhllib.findings || echo "run_all.sh: README findings: numbers to check are listed above" >&2
 fi
 echo "run_all.sh $profile: $(( $(date +%s) - start )) s, exit status $status"
 exit $status

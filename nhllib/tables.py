@@ -20,15 +20,26 @@ import numpy as np
 import pandas as pd
 
 from nhllib.results import CONTEXT_COLUMNS, METRIC_KEYS, RUN_COLUMNS, require_columns
-from nhllib.vocab import VARIANTS
+from nhllib.vocab import REFERENCE_VARIANT, VARIANTS
 
 __all__ = [
+    "COLLAPSE_MARGIN",
+    "REFERENCE_METHOD",
     "SPEEDUP_SUMMARY_COLUMNS",
     "attach_runs",
+    "best_epoch_table",
+    "collapse_table",
+    "reference_table",
+    "retrieval_benchmark",
+    "retrieval_scaling_text",
+    "reference_variant",
+    "trained",
+    "verdict_tables",
     "conflict_summary",
     "delta_table",
     "format_mean_std",
     "main_comparison",
+    "main_targets",
     "map_table",
     "pivot_lengths",
     "reference_distill_weight",
@@ -51,9 +62,22 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------- helpers
 
 
-def variant_order() -> list[str]:
-    """Variant names in the study's order (the ``VARIANTS`` registry)."""
-    return list(VARIANTS)
+def variant_order(reference: bool = True) -> list[str]:
+    """Variant names in the study's order (the ``VARIANTS`` registry); ``reference=False`` leaves out the
+    untrained reference level, which is read against, never compared as a variant."""
+    return [name for name in VARIANTS if reference or name != REFERENCE_VARIANT]
+
+
+def reference_variant() -> str:
+    """The variant whose mAP is the reference level (``untrained``: the initialised network, evaluated once)."""
+    return REFERENCE_VARIANT
+
+
+def trained(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of runs that train: the untrained reference runs left out (they are a level, not a variant)."""
+    if frame.empty or "variant" not in frame.columns:
+        return frame
+    return frame[frame["variant"] != REFERENCE_VARIANT].reset_index(drop=True)
 
 
 def single_length_variant() -> str:
@@ -206,8 +230,23 @@ def reference_distill_weight(frame: pd.DataFrame) -> float | None:
     return float(min(top, key=lambda v: (abs(float(v) - 1.0), float(v))))
 
 
+def main_targets(frame: pd.DataFrame) -> pd.DataFrame:
+    """Keep the runs of the study's main target construction (the ``targets`` value of most runs, ``nested`` in
+    the default study); a side experiment with ``targets: independent`` is left out, like a λ sweep. A frame
+    without a ``targets`` column, or with one value, is returned as it is."""
+    if frame.empty or "targets" not in frame.columns or frame["targets"].nunique(dropna=False) <= 1:
+        return frame
+    counts = frame.drop_duplicates("run_id")["targets"].value_counts() if "run_id" in frame else \
+        frame["targets"].value_counts()
+    main = counts.index[0]
+    logger.info("main comparison: runs with targets=%r kept, %s left out", main,
+                {k: int(v) for k, v in counts.items() if k != main})
+    return frame[frame["targets"] == main].reset_index(drop=True)
+
+
 def main_comparison(frame: pd.DataFrame, distill_weight: float | None = None) -> pd.DataFrame:
-    """Drop the runs of a λ sweep: keep runs without distillation (λ = 0) and those at the reference λ.
+    """Drop the runs of a λ sweep: keep runs without distillation (λ = 0) and those at the reference λ; and the
+    runs of a side experiment on the target construction (:func:`main_targets`).
 
     ``distill_weight=None`` takes :func:`reference_distill_weight`. Figures 1-3 and 6-7 compare variants at
     one λ; the sensitivity figure uses every λ.
@@ -215,6 +254,7 @@ def main_comparison(frame: pd.DataFrame, distill_weight: float | None = None) ->
     if frame.empty:
         return frame
     require_columns(frame, ["distill_weight"], "frame")
+    frame = main_targets(frame)
     lam = reference_distill_weight(frame) if distill_weight is None else float(distill_weight)
     keep = frame["distill_weight"] == 0
     if lam is not None:
@@ -229,19 +269,161 @@ def map_table(metrics: pd.DataFrame, metric: str = "map", digits: int = 3) -> pd
     """Mean, std and n over seeds of a per-length metric per method × variant × λ × code length.
 
     Columns: [dataset, backbone when they vary,] ``method, variant, distill_weight, code_length, mean, std, n,
-    seeds, formatted`` (``"0.812 ± 0.004"``). Runs of every λ are kept as separate rows.
+    seeds, formatted`` (``"0.812 ± 0.004"``). Runs of every λ are kept as separate rows. The untrained reference
+    runs are method-independent: they are pooled into rows with method :data:`REFERENCE_METHOD`, placed last
+    (the same numbers as :func:`reference_table`).
     """
     rows = _per_length(metrics, metric)
     keys = [*_context(rows), "method", "variant", "distill_weight", "code_length"]
     columns = [*keys, "mean", "std", "n", "seeds", "formatted"]
     if rows.empty:
         return pd.DataFrame(columns=columns)
+    reference = rows[rows["variant"] == REFERENCE_VARIANT]
+    rows = rows[rows["variant"] != REFERENCE_VARIANT]
     _check_unique_seeds(rows, keys, "map_table")
-    table = summarize(rows, keys)
-    seeds = rows.groupby(keys)["seed"].agg(lambda s: ",".join(str(int(v)) for v in sorted(s.unique())))
-    table = table.merge(seeds.rename("seeds").reset_index(), on=keys)
+    parts = []
+    for part in (rows, _pooled_reference(reference, keys)):
+        if part.empty:
+            continue
+        table = summarize(part, keys)
+        seeds = part.groupby(keys)["seed"].agg(lambda s: ",".join(str(int(v)) for v in sorted(s.unique())))
+        parts.append(_sort_variants(table.merge(seeds.rename("seeds").reset_index(), on=keys), keys))
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     table["formatted"] = [format_mean_std(m, s, digits) for m, s in zip(table["mean"], table["std"])]
-    return _sort_variants(table[columns], keys)
+    return table[columns].reset_index(drop=True)
+
+
+#: The ``method`` of the pooled reference rows: the untrained network does not depend on the hashing method.
+REFERENCE_METHOD = "(any)"
+
+
+def _pooled_reference(reference: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """The reference runs as one value per seed and length (mean over the methods they were run under)."""
+    if reference.empty:
+        return reference
+    by = [*(k for k in keys if k in CONTEXT_COLUMNS), "seed", "code_length"]
+    pooled = reference.groupby(by, as_index=False)["value"].mean()
+    pooled = pooled.assign(method=REFERENCE_METHOD, variant=REFERENCE_VARIANT, distill_weight=0.0)
+    return pooled[[*keys, "seed", "value"]]
+
+
+def reference_table(metrics: pd.DataFrame, metric: str = "map", digits: int = 3) -> pd.DataFrame:
+    """The reference level per code length: mean, std and n over seeds of the untrained runs' ``metric``
+    (pooled over the methods they were run under). Columns ``code_length, mean, std, n, seeds, formatted``;
+    empty when the study has no untrained run."""
+    columns = ["code_length", "mean", "std", "n", "seeds", "formatted"]
+    if metrics.empty or "variant" not in metrics.columns:
+        return pd.DataFrame(columns=columns)
+    reference = metrics[metrics["variant"] == REFERENCE_VARIANT]
+    if reference.empty or not (reference["metric"] == metric).any():
+        return pd.DataFrame(columns=columns)
+    table = map_table(reference, metric, digits)
+    return table[columns].sort_values("code_length").reset_index(drop=True)
+
+
+#: How far above the untrained reference a run's mAP must lie to count as trained (mAP, 0-1): two points.
+COLLAPSE_MARGIN = 0.02
+
+
+def collapse_table(metrics: pd.DataFrame, metric: str = "map", margin: float = COLLAPSE_MARGIN) -> pd.DataFrame:
+    """Per trained run and code length: is the model collapsed?
+
+    A run that reports a ``collapsed`` metric (per length, or run-level for all its lengths; > 0.5 = yes) is
+    taken at its word (``basis = "metric"``; its ``distinct_codes`` is copied when present). Otherwise the run is
+    collapsed at a length when its ``metric`` is not clearly above the untrained reference there:
+    ``value <= reference mean + max(margin, 2 × reference std)`` (``basis = "reference"``). Without either,
+    ``collapsed`` is NA (``basis = "none"``): nothing can be decided. Columns ``run_id, method, variant,
+    distill_weight, seed, code_length, value, reference, threshold, distinct_codes, collapsed, basis``.
+    """
+    columns = ["run_id", "method", "variant", "distill_weight", "seed", "code_length", "value", "reference",
+               "threshold", "distinct_codes", "collapsed", "basis"]
+    if metrics.empty or "metric" not in metrics.columns:
+        return pd.DataFrame(columns=columns)
+    rows = trained(_per_length(metrics, metric))
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    ref = reference_table(metrics, metric).set_index("code_length")
+    out = rows[["run_id", "method", "variant", "distill_weight", "seed", "code_length", "value"]].copy()
+    out["reference"] = out["code_length"].map(ref["mean"]) if not ref.empty else np.nan
+    spread = out["code_length"].map(ref["std"]).fillna(0.0) if not ref.empty else 0.0
+    out["threshold"] = out["reference"] + np.maximum(margin, 2 * spread)
+    out["distinct_codes"] = _flag(metrics, "distinct_codes", out)
+    flagged = _flag(metrics, "collapsed", out)
+    by_reference = (out["value"] <= out["threshold"]).where(out["reference"].notna())
+    out["collapsed"] = flagged.gt(0.5).where(flagged.notna(), by_reference).astype("boolean")
+    out["basis"] = np.where(flagged.notna(), "metric", np.where(out["reference"].notna(), "reference", "none"))
+    return _sort_variants(out[columns], ["method", "variant", "distill_weight", "code_length", "seed"])
+
+
+def _flag(metrics: pd.DataFrame, name: str, rows: pd.DataFrame) -> pd.Series:
+    """A run's metric ``name`` for each (run_id, code_length) of ``rows``: the per-length value where there is
+    one, else the run-level value (empty code_length), else NaN."""
+    found = metrics[metrics["metric"] == name]
+    if found.empty:
+        return pd.Series(np.nan, index=rows.index)
+    per_length = found[found["code_length"].notna()]
+    per_length = per_length.set_index(["run_id", per_length["code_length"].astype(int)])["value"]
+    run_level = found[found["code_length"].isna()].drop_duplicates("run_id").set_index("run_id")["value"]
+    keys = list(zip(rows["run_id"], rows["code_length"].astype(int)))
+    values = [per_length.get(key, np.nan) for key in keys]
+    values = [v if pd.notna(v) else run_level.get(key[0], np.nan) for v, key in zip(values, keys)]
+    return pd.Series(values, index=rows.index, dtype=float)
+
+
+def verdict_tables(metrics: pd.DataFrame, variant: str = "nhl", metric: str = "map",
+                   distill_weight: float | None = None, confidence: float = 0.95) -> dict[str, pd.DataFrame]:
+    """The verdict on ``variant`` against ``separate`` (:mod:`nhllib.stats`) at the main λ, as three tables.
+
+    ``verdict``: per method and length, the paired difference over seeds, its t-test and 95 % interval and the
+    verdict gain / tie / lose, with ``collapsed`` naming the side(s) with a collapsed run (:func:`collapse_table`;
+    such a difference says nothing about NHL). ``verdict_counts``: per length, how many methods gain, tie or
+    lose, and the sign test across methods. ``average_gain``: per method, the difference averaged over lengths
+    in mAP points and in % of ``separate``. The untrained reference is never compared.
+    """
+    from nhllib import stats
+
+    data = main_comparison(trained(metrics), distill_weight)
+    rows = _per_length(data, metric) if not data.empty else pd.DataFrame(columns=list(METRIC_KEYS))
+    baseline = single_length_variant()
+    rows = rows[rows["variant"].isin([variant, baseline])]
+    comparison = stats.paired_comparison(rows[["method", "variant", "code_length", "seed", "value"]], variant,
+                                         baseline, confidence)
+    collapse = collapse_table(metrics, metric)  # with the reference runs: they set the level
+    collapse = collapse[collapse["run_id"].isin(set(rows["run_id"]))]
+    sides = []
+    for method, length in zip(comparison["method"], comparison["code_length"]):
+        hit = collapse[(collapse["method"] == method) & (collapse["code_length"] == length)
+                       & collapse["variant"].isin([variant, baseline]) & collapse["collapsed"].fillna(False)]
+        names = [v for v in (baseline, variant) if v in set(hit["variant"])]
+        sides.append("+".join(names))
+    comparison.insert(len(comparison.columns), "collapsed", sides)
+    comparison.insert(1, "variant", variant)
+    return {"verdict": comparison, "verdict_counts": stats.sign_test_by_length(comparison),
+            "average_gain": stats.average_over_lengths(comparison)}
+
+
+def best_epoch_table(metrics: pd.DataFrame, distill_weight: float | None = None, digits: int = 1) -> pd.DataFrame:
+    """Epochs to the best validation mAP per method × variant (main λ): mean ± std over runs (for ``separate``
+    over its runs of every length and seed), min and max, and the epochs run. The untrained reference is left
+    out (it is evaluated once, at epoch 0)."""
+    columns = ["method", "variant", "distill_weight", "runs", "seeds", "best_epoch_mean", "best_epoch_std",
+               "best_epoch_min", "best_epoch_max", "epochs_run_mean", "formatted"]
+    data = main_comparison(trained(metrics), distill_weight)
+    if data.empty:
+        return pd.DataFrame(columns=columns)
+    runs = run_index(data).set_index("run_id").join(_run_level(data, ("best_epoch", "epochs_run")))
+    runs = runs.dropna(subset=["best_epoch"]).reset_index()
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    keys = ["method", "variant", "distill_weight"]
+    grouped = runs.groupby(keys, sort=False)
+    table = grouped["best_epoch"].agg(["mean", "std", "min", "max", "count"]).add_prefix("best_epoch_")
+    table["epochs_run_mean"] = grouped["epochs_run"].mean()
+    table["seeds"] = grouped["seed"].agg(lambda s: ",".join(str(int(v)) for v in sorted(s.unique())))
+    table = table.rename(columns={"best_epoch_count": "runs"}).reset_index()
+    table["formatted"] = [format_mean_std(m, s, digits) for m, s in zip(table["best_epoch_mean"],
+                                                                         table["best_epoch_std"])]
+    return _sort_variants(table[columns], ["method", "variant", "distill_weight"])
 
 
 def pivot_lengths(table: pd.DataFrame, value: str = "formatted") -> pd.DataFrame:
@@ -280,6 +462,9 @@ def speedup_per_seed(metrics: pd.DataFrame) -> pd.DataFrame:
     if metrics.empty:
         return pd.DataFrame(columns=[*keys, *SPEEDUP_VALUES])
     baseline = single_length_variant()
+    metrics = trained(metrics)  # the reference trains nothing: no time to compare
+    if metrics.empty:
+        return pd.DataFrame(columns=[*keys, *SPEEDUP_VALUES])
     runs = run_index(metrics).set_index("run_id")
     level = _run_level(metrics, ("train_time_s", "epochs_run", "best_epoch"))
     runs = runs.join(level)
@@ -361,7 +546,7 @@ def delta_table(metrics: pd.DataFrame, metric: str = "map", reference: str | Non
     seeds both have (``paired=True``, ``n`` = pairs, std of the paired differences). When they share no seed the
     difference of the two means is given with ``paired=False``, ``n=0`` and std NaN.
     """
-    rows = _per_length(metrics, metric)
+    rows = trained(_per_length(metrics, metric))
     reference = single_length_variant() if reference is None else reference
     context = _context(rows)
     keys = [*context, "method", "variant", "distill_weight", "code_length"]
@@ -370,16 +555,19 @@ def delta_table(metrics: pd.DataFrame, metric: str = "map", reference: str | Non
         return pd.DataFrame(columns=columns)
     _check_unique_seeds(rows, keys, "delta_table")
     ref_rows = rows[rows["variant"] == reference]
+    # One model per length has no nested targets to build: its runs serve every targets group of the variants.
+    ref_context = [c for c in context if not (c == "targets" and VARIANTS.get(reference) is not None
+                                               and VARIANTS[reference].single_length)]
     ref_by = {
         key: grp.set_index("seed")["value"]
-        for key, grp in ref_rows.groupby([*context, "method", "code_length"], sort=False)
+        for key, grp in ref_rows.groupby([*ref_context, "method", "code_length"], sort=False)
     }
     if len(ref_rows["distill_weight"].unique()) > 1:
         raise ValueError(f"reference variant {reference!r} has several λ values; select one first")
     out = []
     for key, grp in rows[rows["variant"] != reference].groupby(keys, sort=False):
         key = dict(zip(keys, key))
-        ref = ref_by.get((*(key[c] for c in context), key["method"], key["code_length"]))
+        ref = ref_by.get((*(key[c] for c in ref_context), key["method"], key["code_length"]))
         if ref is None:
             continue
         var = grp.set_index("seed")["value"]
@@ -513,3 +701,59 @@ def save_table(frame: pd.DataFrame, directory: str | Path, name: str, markdown: 
     atomic_write_text(csv_path, frame.to_csv(index=False))
     atomic_write_text(md_path, to_markdown(frame if markdown is None else markdown, digits))
     return [csv_path, md_path]
+
+
+# ---------------------------------------------------------------- benchmarks
+
+
+def retrieval_benchmark(sources) -> pd.DataFrame:
+    """The rows of ``benchmarks/bench_retrieval.py`` result files as one tidy frame.
+
+    ``sources``: one path or parsed JSON payload, or a sequence of them. Columns: every per-configuration column
+    the benchmark writes (``configuration, strategy, short_label, db_size, speedup, map_ratio, ...``) plus
+    ``source`` (``trained codes`` when the benchmark grew the codes of a run, else ``synthetic codes``),
+    ``command`` and ``file``.
+    """
+    import json
+
+    if isinstance(sources, (str, Path, dict)):
+        sources = [sources]
+    frames = []
+    for source in sources:
+        payload = source if isinstance(source, dict) else json.loads(Path(source).read_text())
+        if "runs" not in payload:
+            raise KeyError(f"{source if not isinstance(source, dict) else 'payload'} is not a bench_retrieval "
+                           "result: it has no 'runs'")
+        for run in payload["runs"]:
+            frame = pd.DataFrame(run["results"])
+            kind = run.get("data", {}).get("kind", "synthetic")
+            frame["source"] = "trained codes" if kind == "file" else "synthetic codes"
+            frame["command"] = payload.get("command", "")
+            frame["file"] = "" if isinstance(source, dict) else Path(source).name
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def retrieval_scaling_text(bench: pd.DataFrame, source: str = "trained codes",
+                           shortlist: str = "shortlist 16→128, s=1000",
+                           table: str = "shortlist_table 16→128, s=1000, precomputed table") -> str:
+    """One Markdown sentence per database size of ``source`` with the speed-ups of the computed shortlist and of
+    the precomputed table over exhaustive search and their mAP ratio, straight from the benchmark rows (so a
+    notebook or README never carries a number the benchmark does not hold). Empty when the rows are missing."""
+    if bench.empty:
+        return ""
+    rows = bench[bench["source"] == source]
+    lines = []
+    for size, group in rows.groupby("db_size", sort=True):
+        by = group.set_index("configuration")
+        if shortlist not in by.index or table not in by.index:
+            continue
+        a, b = by.loc[shortlist], by.loc[table]
+        lines.append(f"- {int(size):,} items: the computed shortlist {_times(a['speedup'])} and the precomputed table "
+                     f"{_times(b['speedup'])} the speed of exhaustive search, at {a['map_ratio']:.1%} and "
+                     f"{b['map_ratio']:.1%} of its mAP@{int(a['k'])}.")
+    return "\n".join(lines)
+
+
+def _times(value: float) -> str:
+    return f"{value:.0f}×" if value >= 10 else f"{value:.2g}×"

@@ -9,8 +9,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-FIGURES = ["map_vs_length", "training_time", "ablation", "conflict_rates", "conflict_heatmap",
-           "cosine_distribution", "weights", "distill_sensitivity", "ties", "pr_curves", "precision_at_k"]
+FIGURES = ["map_vs_length", "verdict", "training_time", "speedup_vs_gain", "training_curves", "ablation",
+           "conflict_rates", "conflict_heatmap", "cosine_distribution", "weights", "distill_sensitivity", "ties",
+           "pr_curves", "retrieval_scaling", "nested_layer"]
+TABLES = ["map", "collapsed", "verdict", "verdict_counts", "average_gain", "delta", "speedup", "best_epochs",
+          "weights", "conflicts", "retrieval"]
 
 
 def test_every_expected_notebook_exists():
@@ -41,12 +44,25 @@ def test_smoke_study_renders_every_figure(tmp_path):
     for name in FIGURES + ["retrieval_tradeoff"]:
         assert (figures / f"{name}.png").is_file(), f"missing figure {name}.png"
         assert (figures / f"{name}.pdf").is_file()
+    assert not (figures / "precision_at_k.png").exists()
+    slides = figures / "slides"
+    for name in ("nested_layer", "verdict", "speedup_vs_gain", "conflict_pairs", "retrieval_scaling", "map_csq"):
+        assert (slides / f"{name}.png").is_file() and (slides / f"{name}.txt").read_text().strip(), name
+    for name in TABLES:
+        assert (tmp_path / "smoke" / "tables" / f"{name}.csv").is_file(), f"missing table {name}.csv"
+    # the untrained block of the profile gives the reference row of the mAP table
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "smoke" / "tables" / "map.csv")
+    assert (table["variant"] == "untrained").sum() == 3 and set(table.loc[table.variant == "untrained", "method"]) == {"(any)"}
+    verdict = pd.read_csv(tmp_path / "smoke" / "tables" / "verdict.csv")
+    assert "untrained" not in set(verdict["variant"])
     for notebook in ("02_gradient_conflicts.ipynb", "03_figures.ipynb", "04_retrieval.ipynb"):
         assert (tmp_path / "smoke" / notebook).is_file()
     # a second pass skips every complete run
     again = subprocess.run([sys.executable, "-m", "nhllib.study", "smoke", "--results", str(tmp_path)],
                            cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0 and again.stdout.count("done before, skipped") == 9
+    assert again.returncode == 0 and again.stdout.count("done before, skipped") == 10
 
 
 @pytest.mark.parametrize("command", [["run_all.sh"], [sys.executable, "-m", "nhllib.study"]])

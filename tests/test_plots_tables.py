@@ -282,6 +282,10 @@ def full_metrics(study="unit", methods=("csq", "dsh"), seeds=(0, 1)):
         for lam in (0.1, 3.0):
             maps = {length: 0.5 + 0.04 * np.log2(length) for length in LENGTHS}
             rows += run_rows(f"{method}_nhl_lam{lam}_s0", method, "nhl", 0, maps, 11.0, 8, 5, lam=lam, study=study)
+    for seed in seeds:  # the untrained reference: one run per seed, evaluated at epoch 0
+        maps = {length: 0.15 + 0.01 * np.log2(length) + 0.005 * seed for length in LENGTHS}
+        rows += run_rows(f"ref_untrained_s{seed}", methods[0], "untrained", seed, maps, 0.0, 0, 0, study=study,
+                         extra=ties(maps))
     return pd.DataFrame(rows)
 
 
@@ -290,10 +294,12 @@ def full_conflicts_history_curves(metrics):
     conflicts, history, curves = [], [], []
     for run in runs.itertuples(index=False):
         lengths = [int(v) for v in run.code_lengths.split("-")]
-        for epoch in (1, 2, 3, 4):
+        for epoch in (0,) if run.variant == "untrained" else (1, 2, 3, 4):
             history.append({"run_id": run.run_id, "epoch": epoch, "code_length": float("nan"), "split": "train",
                             "metric": "train_time_s", "value": 2.5})
-            if run.variant not in ("separate", "heads"):
+            history += [{"run_id": run.run_id, "epoch": epoch, "code_length": length, "split": "validation",
+                         "metric": "map", "value": 0.2 + 0.1 * epoch + 0.01 * length ** 0.5} for length in lengths]
+            if run.variant not in ("separate", "heads", "untrained"):
                 for s in range(len(lengths)):
                     for l in range(s + 1, len(lengths)):
                         rate = 0.1 * (l - s) + 0.05 * epoch
@@ -354,9 +360,9 @@ def test_every_figure_is_complete(study_frames):
     caption = next(t.get_text() for t in figures["map"].texts if t.get_text().startswith("Source"))
     # main comparison: every run except the two λ-sweep runs per method (2 methods × 2 seeds × (3 + 5) + 0)
     assert "study 'unit', 32 runs, seeds 0, 1." in caption and "λ = 1." in caption
-    # the λ-sweep runs are left out of the conflict figures too: 2 methods × 2 seeds × 4 monitored variants
+    # the λ-sweep runs are left out of the conflict figures too; they show the full method: 2 methods × 2 seeds
     caption = next(t.get_text() for t in figures["rates"].texts if t.get_text().startswith("Source"))
-    assert "16 runs" in caption
+    assert "4 runs" in caption
     caption = next(t.get_text() for t in figures["lambda"].texts if t.get_text().startswith("Source"))
     assert "λ ∈ {0.1, 1, 3}" in caption
 
@@ -474,11 +480,235 @@ def test_analysis_notebooks_run_end_to_end(tmp_path):
         )
     figures = root / "fake" / "figures"
     names = {p.name for p in figures.iterdir()}
-    for stem in ("map_vs_length", "training_time", "ablation", "conflict_rates", "conflict_heatmap",
-                 "cosine_distribution", "weights", "distill_sensitivity", "ties", "pr_curves", "precision_at_k"):
+    for stem in ("map_vs_length", "verdict", "training_time", "speedup_vs_gain", "training_curves", "ablation",
+                 "conflict_rates", "conflict_heatmap", "cosine_distribution", "weights", "distill_sensitivity", "ties",
+                 "pr_curves", "retrieval_scaling", "nested_layer"):
         assert {f"{stem}.png", f"{stem}.pdf"} <= names, stem
+    assert "precision_at_k.png" not in names
+    slides = {p.name for p in (figures / "slides").iterdir()}
+    assert {"verdict.png", "verdict.txt", "nested_layer.png", "map_csq.png", "retrieval_scaling.png"} <= slides
     tables_dir = root / "fake" / "tables"
-    for stem in ("map", "speedup", "delta", "conflicts", "weights"):
+    verdict = pd.read_csv(tables_dir / "verdict.csv")
+    assert set(verdict.method) == {"csq"} and set(verdict.variant) == {"nhl"} and len(verdict) == len(LENGTHS)
+    for stem in ("map", "speedup", "delta", "conflicts", "weights", "verdict", "verdict_counts", "average_gain",
+                 "best_epochs", "collapsed"):
         assert (tables_dir / f"{stem}.csv").is_file() and (tables_dir / f"{stem}.md").is_file(), stem
     speedup = pd.read_csv(tables_dir / "speedup.csv")
     assert set(speedup.variant) == {"nhl-plain", "nhl-weight", "nhl-distill", "nhl", "heads"}
+
+
+# ---------------------------------------------------------------- the reference level, collapse, the verdict
+
+
+def collapse_metrics():
+    """csq trains (0.6); dsh sits at the untrained level (collapsed); dtsh's nhl run flags itself collapsed at 32
+    bits through a per-length metric although its mAP is high; one seed of separate and nhl each, two untrained."""
+    rows = []
+    for seed in (0, 1):
+        rows += run_rows(f"ref_s{seed}", "csq", "untrained", seed, {8: 0.15 + 0.01 * seed, 16: 0.17, 32: 0.2},
+                         0.0, 0, 0)
+    for method, level in (("csq", 0.6), ("dsh", 0.16), ("dtsh", 0.6)):
+        for length in LENGTHS:
+            rows += run_rows(f"{method}_sep_{length}", method, "separate", 0, {length: level}, 10.0, 5, 4)
+        rows += run_rows(f"{method}_nhl", method, "nhl", 0, {k: level + 0.01 for k in LENGTHS}, 4.0, 5, 4, lam=1.0)
+    frame = pd.DataFrame(rows)
+    flag = frame[(frame.run_id == "dtsh_nhl") & (frame.metric == "map")].assign(metric="collapsed", value=0.0)
+    flag.loc[flag.code_length == 32, "value"] = 1.0
+    return pd.concat([frame, flag], ignore_index=True)
+
+
+def test_reference_level_pooled_per_length_and_left_out_of_comparisons(study_frames):
+    metrics = study_frames[0]
+    reference = tables.reference_table(metrics)
+    expected = [0.15 + 0.01 * np.log2(k) + 0.0025 for k in LENGTHS]  # mean of seeds 0 and 1
+    assert list(reference.code_length) == list(LENGTHS) and np.allclose(reference["mean"], expected)
+    assert set(reference.n) == {2}
+    table = tables.map_table(metrics)
+    ref_rows = table[table.variant == "untrained"]
+    assert set(ref_rows.method) == {tables.REFERENCE_METHOD} and len(ref_rows) == len(LENGTHS)
+    assert table.tail(len(LENGTHS)).variant.eq("untrained").all()  # the reference rows come last
+    assert "untrained" not in set(tables.delta_table(metrics).variant)
+    assert "untrained" not in set(tables.speedup_table(metrics).variant)  # it trains nothing: no time to divide
+    assert "untrained" not in set(tables.best_epoch_table(metrics).variant)
+    assert "untrained" in tables.variant_order() and "untrained" not in tables.variant_order(reference=False)
+    assert tables.reference_table(metrics[metrics.variant != "untrained"]).empty
+
+
+def test_collapse_from_the_run_metric_or_the_reference():
+    table = tables.collapse_table(collapse_metrics())
+    by = table.set_index(["run_id", "code_length"])
+    assert not by.loc[("csq_nhl", 8), "collapsed"] and by.loc[("csq_nhl", 8), "basis"] == "reference"
+    assert by.loc[("dsh_nhl", 16), "collapsed"] and by.loc[("dsh_sep_32", 32), "collapsed"]
+    assert by.loc[("dtsh_nhl", 32), "collapsed"] and by.loc[("dtsh_nhl", 32), "basis"] == "metric"
+    assert not by.loc[("dtsh_sep_32", 32), "collapsed"]
+    # threshold: reference mean + max(margin, 2 std); at 8 bits the two seeds differ by 0.01
+    ref8 = tables.reference_table(collapse_metrics()).set_index("code_length").loc[8]
+    assert by.loc[("csq_nhl", 8), "threshold"] == pytest.approx(ref8["mean"] + max(0.02, 2 * ref8["std"]))
+    # without reference runs and without the metric nothing is decided
+    none = tables.collapse_table(collapse_metrics().query("variant != 'untrained' and metric != 'collapsed'"))
+    assert none["collapsed"].isna().all() and set(none["basis"]) == {"none"}
+
+
+def test_verdict_tables_mark_collapsed_sides_and_never_compare_the_reference():
+    metrics = collapse_metrics()
+    out = tables.verdict_tables(metrics)
+    verdict = out["verdict"].set_index(["method", "code_length"])
+    assert set(out) == {"verdict", "verdict_counts", "average_gain"}
+    assert set(out["verdict"].variant) == {"nhl"} and "untrained" not in set(out["verdict"].method)
+    assert verdict.loc[("dsh", 8), "collapsed"] == "separate+nhl"
+    assert verdict.loc[("dtsh", 32), "collapsed"] == "nhl" and verdict.loc[("dtsh", 8), "collapsed"] == ""
+    assert verdict.loc[("csq", 16), "mean"] == pytest.approx(0.01) and verdict.loc[("csq", 16), "n"] == 1
+    counts = out["verdict_counts"].set_index("code_length")
+    assert counts.loc[8, "methods"] == 3 and counts.loc[8, "tie"] == 3  # one seed decides nothing
+    assert out["average_gain"].set_index("method").loc["csq", "points"] == pytest.approx(1.0)
+
+
+def test_best_epoch_table(small_metrics):
+    table = tables.best_epoch_table(small_metrics).set_index(["method", "variant"])
+    sep = table.loc[("csq", "separate")]
+    assert sep["runs"] == 5 and sep["best_epoch_mean"] == pytest.approx(np.mean([3, 5, 4, 2, 9]))
+    assert sep["best_epoch_min"] == 2 and sep["best_epoch_max"] == 9
+    assert table.loc[("dsh", "nhl"), "formatted"] == "1.0"  # one run: no ± std
+
+
+def markers(ax, gid):
+    return [c for c in ax.collections if c.get_gid() == gid]
+
+
+def caption_of(fig):
+    return " ".join(next(t.get_text() for t in fig.texts if t.get_gid() == "caption").split())
+
+
+def test_map_figure_draws_reference_single_runs_and_collapse():
+    metrics = collapse_metrics()
+    fig = plots.plot_map_vs_length(metrics)
+    assert_complete_figure(fig)
+    axes = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert set(axes) == {"csq", "dsh", "dtsh"}  # the reference is a line, never a panel
+    for ax in axes.values():
+        (ref,) = [line for line in ax.lines if line.get_gid() == "reference"]
+        assert ref.get_linestyle() == "--"
+        assert np.allclose(ref.get_ydata(), tables.reference_table(metrics)["mean"])
+    hollow = markers(axes["csq"], "n=1")
+    assert hollow and all(np.allclose(fc[:3], 1.0) for c in hollow for fc in c.get_facecolors())  # white inside
+    assert not markers(axes["csq"], "collapsed,n=1") and not markers(axes["csq"], "mean")
+    grey = markers(axes["dsh"], "collapsed,n=1")
+    assert grey and all(np.allclose(ec[:3], plots.COLLAPSED_COLOR) for c in grey for ec in c.get_edgecolors())
+    assert len(markers(axes["dtsh"], "collapsed,n=1")[0].get_offsets()) == 1  # only its flagged 32-bit point
+    caption = caption_of(fig)
+    assert "n = 1" in caption and "mean over" not in caption.split("untrained network")[0]
+    assert "untrained network" in caption and "collapsed" in caption
+
+
+def test_seed_markers_follow_the_number_of_seeds(study_frames):
+    metrics = study_frames[0]
+    fig = plots.plot_map_vs_length(metrics)
+    ax = next(ax for ax in fig.axes if ax.get_title() == "csq")
+    assert markers(ax, "mean") and not markers(ax, "n=1")  # two seeds everywhere
+    assert "mean over n = 2 seeds" in caption_of(fig) and "No model is collapsed" in caption_of(fig)
+    one_seed = metrics[metrics.seed == 0]
+    fig = plots.plot_map_vs_length(one_seed)
+    ax = next(ax for ax in fig.axes if ax.get_title() == "csq")
+    assert markers(ax, "n=1") and not markers(ax, "mean")
+    assert "one run each (n = 1 seed)" in caption_of(fig)
+    for fig in (plots.plot_ablation(one_seed), plots.plot_distill_sensitivity(one_seed), plots.plot_ties(one_seed),
+                plots.plot_training_time(one_seed)):
+        assert "mean over" not in caption_of(fig).lower() and "n = 1" in caption_of(fig), caption_of(fig)
+
+
+def test_new_figures_are_complete(study_frames):
+    metrics, conflicts, history, _curves = study_frames
+    bench = tables.retrieval_benchmark(sorted((REPO / "benchmarks" / "results").glob("*retrieval*.json")))
+    for fig in (plots.plot_verdict(metrics), plots.plot_speedup_vs_gain(metrics),
+                plots.plot_training_curves(history, metrics), plots.plot_retrieval_scaling(bench)):
+        assert_complete_figure_any_source(fig)
+    curves = plots.plot_training_curves(history, metrics)
+    assert any(line.get_gid() == "reference" for ax in curves.axes for line in ax.lines)  # epoch-0 crosses
+    verdict = plots.plot_verdict(collapse_metrics())
+    (ax,) = [a for a in verdict.axes if a.get_visible()]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["dtsh", "dsh", "csq"]
+    assert markers(ax, "collapsed,n=1") and markers(ax, "n=1")
+    # conflicts: one heat map of method × pair, and pair × epoch per method, for the full method
+    heat = plots.plot_conflict_heatmap(conflicts)
+    (panel,) = [a for a in heat.axes if a.get_visible() and a.get_label() != "<colorbar>"]
+    assert [t.get_text() for t in panel.get_yticklabels()] == ["csq", "dsh"]
+    assert len(panel.get_xticklabels()) == 3 and heat.get_size_inches()[0] <= 11.5
+    rates = plots.plot_conflict_rates(conflicts)
+    assert len([a for a in rates.axes if a.get_visible() and a.get_label() != "<colorbar>"]) == 2
+
+
+def assert_complete_figure_any_source(fig):
+    assert isinstance(fig, Figure) and fig.get_suptitle()
+    visible = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    assert visible and all(ax.get_xlabel() and ax.get_ylabel() and ax.get_title() for ax in visible)
+    assert fig.legends
+    assert len([t for t in fig.texts if t.get_gid() == "caption"]) == 1
+
+
+def test_ten_methods_wrap_into_rows_of_five(study_frames):
+    metrics = full_metrics(methods=("csq", "dbdh", "dch", "dhn", "dpn", "dsh", "dtsh", "lcdsh", "mdsh", "shcir"),
+                           seeds=(0,))
+    fig = plots.plot_map_vs_length(metrics)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 10
+    rows = {round(ax.get_position().y0, 2) for ax in visible}
+    assert len(rows) == 2 and fig.get_size_inches()[0] < 20
+
+
+def test_retrieval_scaling_text_reads_the_benchmark():
+    bench = tables.retrieval_benchmark(REPO / "benchmarks" / "results" / "bench_retrieval_trained.json")
+    text = tables.retrieval_scaling_text(bench)
+    line = next(line for line in text.splitlines() if line.startswith("- 1,000,000 items"))
+    assert "shortlist 18×" in line and "table 51×" in line  # not the 26× / 58× the notebook once said
+    assert tables.retrieval_scaling_text(bench.iloc[0:0]) == ""
+
+
+@pytest.mark.parametrize("rows, allowed", [(10, 0), (None, 3)])  # the notebook's configurations; all of them
+def test_retrieval_tradeoff_labels_do_not_overlap(rows, allowed):
+    import json
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    payload = json.loads((REPO / "benchmarks" / "results" / "bench_retrieval_trained.json").read_text())
+    frame = pd.DataFrame(payload["runs"][0]["results"]).iloc[:rows].assign(study="default", run_id="r")
+    fig = plots.plot_retrieval_tradeoff(frame)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    for ax in fig.axes:
+        labels = [t for t in ax.texts if t.get_text()]
+        assert not any("thr" in t.get_text() for t in labels)  # the slower exhaustive timing is not drawn
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        overlaps = sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        assert overlaps <= allowed, f"{overlaps} overlapping labels of {len(boxes)}"
+
+
+def test_save_slide_is_one_panel_at_1280x720_with_the_caption_outside(tmp_path, study_frames):
+    from PIL import Image
+
+    metrics = study_frames[0]
+    paths = plots.save_slide(plots.plot_map_vs_length(metrics, methods=["csq"]), tmp_path, "map_csq")
+    assert [p.name for p in paths] == ["map_csq.png", "map_csq.txt"]
+    assert Image.open(paths[0]).size == (1280, 720)
+    assert paths[1].read_text().startswith("Source: study 'unit'")
+    with pytest.raises(ValueError, match="one panel"):
+        plots.save_slide(plots.plot_map_vs_length(metrics), tmp_path, "two")
+    assert plots.save_slide(None, tmp_path, "none") == []
+
+
+def test_a_side_experiment_on_the_targets_is_left_out_of_the_main_comparison():
+    """The default study adds `targets: independent` nhl runs for some methods: tables keep them apart, the main
+    comparison (verdict, figures) uses the main construction."""
+    metrics = collapse_metrics().assign(targets="nested")
+    side = metrics[metrics.run_id == "csq_nhl"].assign(targets="independent", run_id="csq_nhl_independent")
+    side.loc[side.metric == "map", "value"] -= 0.2
+    both = pd.concat([metrics, side], ignore_index=True)
+    assert set(tables.main_comparison(both).targets) == {"nested"}
+    verdict = tables.verdict_tables(both)["verdict"].set_index(["method", "code_length"])
+    assert verdict.loc[("csq", 8), "mean"] == pytest.approx(0.01)
+    table = tables.map_table(both)
+    assert set(table.loc[table.variant == "nhl", "targets"]) == {"nested", "independent"}
+    delta = tables.delta_table(both).set_index(["targets", "method", "code_length"])  # both against separate
+    assert delta.loc[("independent", "csq", 8), "mean"] == pytest.approx(0.01 - 0.2)
+    assert delta.loc[("nested", "csq", 8), "mean"] == pytest.approx(0.01)
+    assert_complete_figure(plots.plot_map_vs_length(both))
+    assert plots.plot_verdict(both) is not None and plots.plot_distill_sensitivity(both) is None
