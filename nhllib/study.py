@@ -505,10 +505,13 @@ def _run_analysis(task: AnalysisTask, echo, children: _Children) -> list[str]:
     published = []
     for kind in ("figures", "tables"):
         target = default_output_dir(task.results_root, task.study, kind)
-        for path in sorted((staging / kind).glob("*")) if (staging / kind).is_dir() else []:
-            target.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target / path.name)
-            published.append(str((target / path.name).relative_to(task.results_root)))
+        for path in sorted((staging / kind).rglob("*")) if (staging / kind).is_dir() else []:
+            if path.is_dir():  # sub-folders (the slide set) are merged file by file into the target's
+                continue
+            destination = target / path.relative_to(staging / kind)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, destination)
+            published.append(str(destination.relative_to(task.results_root)))
     shutil.rmtree(staging, ignore_errors=True)
     _write_marker(analysis_dir / ANALYSIS_MARKER, published)
     return failures

@@ -253,8 +253,9 @@ def _fake_execute(calls):
             RunStore(root, cfg.study, cfg.run_id).mark_complete()
         for kind in ("figures", "tables"):
             if f"{kind}_dir" in parameters:
-                Path(parameters[f"{kind}_dir"]).mkdir(parents=True, exist_ok=True)
+                (Path(parameters[f"{kind}_dir"]) / "slides").mkdir(parents=True, exist_ok=True)
                 (Path(parameters[f"{kind}_dir"]) / f"{notebook}.txt").write_text(kind)
+                (Path(parameters[f"{kind}_dir"]) / "slides" / f"{notebook}.png").write_text(kind)
     return execute
 
 
@@ -283,7 +284,9 @@ def test_analysis_outputs_are_published_as_a_set_with_a_marker(tmp_path, monkeyp
     assert S.run_study(profile, tmp_path / "res", echo=lambda *_: None) == []
     marker = tmp_path / "res" / "tiny" / S.ANALYSIS_MARKER
     assert marker.is_file() and (figures / "03_figures.ipynb.txt").is_file()
+    assert (figures / "slides" / "03_figures.ipynb.png").is_file() and (figures / "old.png").is_file()
     assert not (tmp_path / "res" / "tiny" / ".analysis-staging").exists()
+    assert S.run_study(profile, tmp_path / "res", echo=lambda *_: None) == []  # a second publication over the first
 
     def failing(notebook, output, parameters, cwd, threads, children=None):
         _fake_execute([])(notebook, output, parameters, cwd, threads)
