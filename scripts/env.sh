@@ -20,6 +20,12 @@ ensure_env() {
     "$venv/bin/python" -m pip install -q -e ".[dev]"
     "$venv/bin/python" -m ipykernel install --prefix "$venv" --name python3 >/dev/null
   fi
+  # A venv made before a dependency was added (pyproject.toml changed since) gets the package's extras again.
+  local stamp="$venv/.nhllib-pyproject.sha256" want
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    "$venv/bin/python" -m pip install -q -e ".[dev]" && echo "$want" > "$stamp"
+  fi
   NHL_PYTHON="$(cd "$venv" && pwd)/bin/python"
   export PATH="$(dirname "$NHL_PYTHON"):$PATH"
 }
