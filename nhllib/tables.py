@@ -604,7 +604,7 @@ def conflict_summary(conflicts: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     they are averaged over runs. ``rate_first`` / ``rate_last`` are the first and last epoch's rate (mean over
     runs), ``peak_epoch`` the epoch with the highest mean rate across runs.
     """
-    keys = ["method", "variant", "distill_weight", "short_length", "long_length"]
+    keys = [*_context(conflicts), "method", "variant", "distill_weight", "short_length", "long_length"]
     values = ["rate_mean", "rate_first", "rate_last", "peak_epoch", "cosine_mean", "alpha_mean"]
     columns = [*keys, "n_runs", "epochs", *values, "formatted"]
     if conflicts.empty:
@@ -642,7 +642,7 @@ def weight_summary(history: pd.DataFrame) -> pd.DataFrame:
     ``history`` is ``history.csv`` joined to its runs. Columns ``first`` / ``last`` (first and last epoch,
     mean over runs), ``mean`` (over epochs and runs), ``min`` (smallest per-epoch mean) and ``n_runs``.
     """
-    keys = ["method", "variant", "distill_weight", "code_length"]
+    keys = [*_context(history), "method", "variant", "distill_weight", "code_length"]
     columns = [*keys, "n_runs", "first", "last", "mean", "min"]
     if history.empty:
         return pd.DataFrame(columns=columns)
