@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
@@ -160,9 +161,13 @@ class RunConfig:
         # Imported here: the registries pull in torch and torchvision, which a config alone should not need.
         from nhllib.backbones import BACKBONES
         from nhllib.data import DATASETS
-        from nhllib.losses import LOSSES, TARGET_MODES
+        from nhllib.losses import LOSSES, TARGET_MODES, resolve_loss
 
-        check_choice("method", self.hashing.method, LOSSES)
+        try:  # a registered name, or a user's own loss class as "module:ClassName"
+            resolve_loss(self.hashing.method)
+        except KeyError:
+            raise ValueError(f"method must be one of {sorted(LOSSES)} or a loss class of your own as "
+                             f"'module:ClassName', got {self.hashing.method!r}") from None
         check_choice("targets", self.hashing.targets, TARGET_MODES)
         check_choice("dataset", self.data.dataset, DATASETS)
         check_choice("backbone", self.model.backbone, BACKBONES)
@@ -192,7 +197,8 @@ class RunConfig:
                     if k not in _NOT_IN_RUN_ID and (k in _LAYOUT_1_FIELDS or v != _DEFAULTS[k])}
         digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
         lengths = "-".join(str(n) for n in self.model.code_lengths)
-        return f"{self.hashing.method}_{self.hashing.variant}_{lengths}_seed{self.seed}_{digest}"
+        method = re.sub(r"[^A-Za-z0-9-]", "-", self.hashing.method)  # "module:Class" makes a plain folder name
+        return f"{method}_{self.hashing.variant}_{lengths}_seed{self.seed}_{digest}"
 
     def flat(self) -> dict[str, Any]:
         """Every parameter by its flat name (the form of notebook parameters and profile files)."""

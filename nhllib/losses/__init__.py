@@ -103,15 +103,38 @@ def build_losses(name: str, code_lengths: Sequence[int], num_classes: int, num_t
     return losses
 
 
-def _lookup(name: str) -> type[HashLoss]:
-    try:
+def resolve_loss(name: str) -> type[HashLoss]:
+    """The loss class named ``name``: a key of :data:`LOSSES`, or a user's own class as ``"module:ClassName"``.
+
+    A user's loss needs no change to this package: write a :class:`HashLoss` subclass in an importable module
+    (``docs/custom-loss.md``) and use ``method="mymodule:MyLoss"`` in a config, a notebook or a study grid. The
+    import path is the registration, so every process (papermill kernels, torchrun ranks, cluster jobs) finds
+    the class the same way and nothing global is mutated. Raises ``KeyError`` naming the valid names for an unknown
+    name, and ``ValueError`` for an import path that does not lead to a HashLoss subclass.
+    """
+    if isinstance(name, str) and name in LOSSES:
         return LOSSES[name]
-    except (KeyError, TypeError):
-        raise KeyError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}") from None
+    if isinstance(name, str) and ":" in name:
+        import importlib
+
+        module_name, _, attribute = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ValueError(f"method {name!r}: cannot import {attribute!r} from module {module_name!r} ({err}); "
+                             "is the module on PYTHONPATH?") from None
+        if not (isinstance(cls, type) and issubclass(cls, HashLoss)):
+            raise ValueError(f"method {name!r} must name a subclass of nhllib.losses.HashLoss, got {cls!r}")
+        return cls
+    raise KeyError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}, "
+                   "or a loss class of your own as 'module:ClassName'")
+
+
+_lookup = resolve_loss
 
 
 __all__ = [
-    "LOSSES", "TARGET_MODES", "build_loss", "build_losses", "loss_hparams", "per_length_losses", "HashLoss", "MemoryBankLoss",
+    "LOSSES", "TARGET_MODES", "resolve_loss", "build_loss", "build_losses", "loss_hparams", "per_length_losses", "HashLoss", "MemoryBankLoss",
     "CSQLoss", "DBDHLoss", "DCHLoss", "DHNLoss", "DPNLoss", "DSHLoss", "DTSHLoss", "LCDSHLoss",
     "MDSHLoss", "SHCIRLoss",
 ]
