@@ -1280,6 +1280,9 @@ def save_slide(fig: Figure | None, directory: str | Path, name: str) -> list[Pat
         if text.get_gid() == "caption":
             caption = " ".join(text.get_text().split())
             text.remove()
+    if not caption:  # a figure drawn without a caption (a diagram): its titles serve as the speaker note
+        titles = [fig._suptitle.get_text() if fig._suptitle is not None else "", *(ax.get_title() for ax in panels)]
+        caption = " ".join(" ".join(t.split()) for t in titles if t.strip()) or name.replace("_", " ")
     fig.get_layout_engine().set(rect=(0, 0, 1, 1))
     fig.set_size_inches(*SLIDE_SIZE)
     from matplotlib.text import Text
