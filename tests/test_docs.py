@@ -12,10 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
+# Names of the project's early design notes, which were never part of the repository: a citation of one is a
+# dangling reference.
 BACKGROUND = re.compile(r"\b(METHOD|ECOSYSTEM|DESIGN|STYLE)\.md\b")
-# Files allowed to cite the background documents (not in the repository): none any more; the check stays so
-# that a new citation of them fails.
-PENDING: set[str] = set()  # every citation now points into the repository
 CITATION = re.compile(r"docs/([a-z-]+\.md)(?:,? (?:§|section )(\d+(?:\.\d+)?)| item (\d+))?")
 
 
@@ -64,9 +63,8 @@ def test_every_docs_citation_resolves():
 def test_no_new_citations_of_documents_outside_the_repository():
     citing = {str(p.relative_to(REPO)) for p in tracked_files()
               if p.name != "test_docs.py" and BACKGROUND.search(p.read_text(errors="replace"))}
-    new = sorted(citing - PENDING)
-    assert not new, f"these files cite METHOD/ECOSYSTEM/DESIGN/STYLE.md, which are not in the repository; cite " \
-                    f"docs/method.md, docs/evaluation.md or docs/reference-defects.md instead: {new}"
+    assert not citing, f"these files cite design notes that are not in the repository; cite docs/method.md, " \
+                       f"docs/evaluation.md or docs/reference-defects.md instead: {sorted(citing)}"
 
 
 def test_rendered_notebooks_are_executed_and_hold_no_machine_paths():
