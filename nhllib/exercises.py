@@ -91,6 +91,11 @@ def _as_numpy(x: object) -> np.ndarray:
     return np.asarray(x)
 
 
+def _mismatch(name: str, message: str, expected, got, prefix: str = "") -> CheckResult:
+    """A failed check showing what was expected under what was received."""
+    return CheckResult(name, False, f"{message}\nexpected {prefix}{_short(expected)}\ngot      {prefix}{_short(got)}")
+
+
 def _short(x: object, items: int = 12) -> str:
     flat = np.asarray(x).ravel()
     text = np.array2string(flat[:items], precision=4, separator=", ")
@@ -125,14 +130,12 @@ def check_hamming_ranking(fn: Callable, seed: int = 0) -> CheckResult:
             return _failure(name, exc)
         where = f"case {case + 1}: {length}-bit codes, {size} database items"
         if distances.shape != (size,) or not np.array_equal(distances, expected_distances):
-            return CheckResult(name, False, f"{where}: the distances are wrong.\nexpected "
-                               f"{_short(expected_distances)}\ngot      {_short(distances)}")
+            return _mismatch(name, f"{where}: the distances are wrong.", expected_distances, distances)
         if order.shape != (size,) or not np.array_equal(order, expected_ids[0]):
             hint = ("" if np.array_equal(np.sort(order), np.arange(size)) else
                     " (the order must hold every database position once)")
-            return CheckResult(name, False, f"{where}: the ranking is wrong{hint}. Sort by distance, and break "
-                               f"ties by database position (a stable sort).\nexpected {_short(expected_ids[0])}"
-                               f"\ngot      {_short(order)}")
+            return _mismatch(name, f"{where}: the ranking is wrong{hint}. Sort by distance, and break ties by "
+                             "database position (a stable sort).", expected_ids[0], order)
     return CheckResult(name, True, "distances and stable ranking agree with nhllib.retrieval.HammingIndex on "
                        "3 databases (8, 16 and 32 bits).")
 
@@ -201,9 +204,8 @@ def check_prefix_codes(fn: Callable, seed: int = 0) -> CheckResult:
             if codes.shape != (6, length) or not np.array_equal(codes, expected[length].numpy()):
                 hint = " Zeros must become +1 (torch.sign gives 0)." if codes.shape == (6, length) and \
                     (codes == 0).any() else ""
-                return CheckResult(name, False, f"case {case + 1}, {length} bits: wrong codes.{hint}\nexpected "
-                                   f"row 0 {_short(expected[length][0].numpy())}\ngot      row 0 "
-                                   f"{_short(codes[0]) if codes.ndim == 2 else _short(codes)}")
+                return _mismatch(name, f"case {case + 1}, {length} bits: wrong codes.{hint}",
+                                 expected[length][0].numpy(), codes[0] if codes.ndim == 2 else codes, "row 0 ")
     return CheckResult(name, True, "the codes of every length match nhllib.nested.NestedHashLayer, binarised with "
                        "sign(0) = +1, for 2 layers.")
 

@@ -44,6 +44,7 @@ from nhllib.vocab import VARIANTS
 
 __all__ = [
     "METRIC_LABELS",
+    "length_axis",
     "default_output_dir",
     "plot_ablation",
     "plot_retrieval_scaling",
@@ -193,7 +194,8 @@ def _default_variants(frame: pd.DataFrame) -> list[str]:
     return [v for v in wanted if v in present] or _ordered_variants(present)
 
 
-def _length_axis(ax, lengths: Sequence[int]) -> None:
+def length_axis(ax, lengths: Sequence[int]) -> None:
+    """A code-length x axis: log 2 scale, one tick per length, labelled in bits."""
     lengths = sorted({int(v) for v in lengths})
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, labels=[str(v) for v in lengths])
@@ -350,7 +352,7 @@ def plot_map_vs_length(metrics: pd.DataFrame, metric: str = "map", distill_weigh
                 ls = "--" if variant == baseline else "-"
                 _draw_series(ax, x, line, colors[variant], variant, hit, ls=ls)
                 handles.append((Line2D([], [], color=colors[variant], ls=ls, marker="o", ms=4), variant))
-            _length_axis(ax, sub["code_length"])
+            length_axis(ax, sub["code_length"])
             ax.set_title(method)
             ax.set_ylabel(_short_label(metric))
         handles += _marker_legend(table["n"], bool(flagged))
@@ -1139,7 +1141,7 @@ def plot_ties(metrics: pd.DataFrame, variants: Sequence[str] | None = None, dist
                 if "map_index" in line:
                     ax.plot(x, line["map_index"], "x", color=color, ms=5)
                 handles.append((Patch(facecolor=color, alpha=0.6), variant))
-            _length_axis(ax, sub["code_length"])
+            length_axis(ax, sub["code_length"])
             ax.set_ylabel("query mAP (0–1)")
             ax.set_title(method)
         handles += [

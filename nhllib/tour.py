@@ -27,6 +27,7 @@ from nhllib.config import RunConfig
 from nhllib.evaluate import encode, evaluate_nested, mean_average_precision
 from nhllib.experiment import BuiltRun, build_run
 from nhllib.losses import TARGET_MODES, build_losses
+from nhllib.plots import length_axis
 from nhllib.results import require_columns
 from nhllib.train import FitResult
 from nhllib.checks import check_positive_int
@@ -232,10 +233,7 @@ def plot_map_by_length(maps: pd.DataFrame) -> Figure:
     for ties, style in styles.items():
         if ties in table.columns:
             ax.plot(lengths, table[ties], **style)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(lengths, labels=[str(int(v)) for v in lengths])
-    ax.minorticks_off()
-    ax.set_xlabel("code length (bits)")
+    length_axis(ax, lengths)
     ax.set_ylabel("query mAP (0–1)")
     ax.set_title("mAP per code length, by tie rule", fontsize=10)
     ax.grid(alpha=0.3)
@@ -546,11 +544,8 @@ def plot_map_against_references(table: pd.DataFrame) -> Figure:
         ax.plot(lengths, row.to_numpy(dtype=float), marker="" if reference else "o",
                 linestyle="--" if reference else "-", color="0.55" if reference else None,
                 linewidth=1.2 if reference else 2, label=str(name))
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(lengths, labels=[str(v) for v in lengths])
-    ax.minorticks_off()
+    length_axis(ax, lengths)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("code length (bits)")
     ax.set_ylabel("query mAP (expected tie order)")
     ax.set_title("Trained models against the untrained network and chance", fontsize=10)
     ax.grid(alpha=0.3)
