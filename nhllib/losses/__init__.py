@@ -62,7 +62,7 @@ LOSSES: Mapping[str, type[HashLoss]] = MappingProxyType({
 
 def loss_hparams(name: str) -> dict[str, Any]:
     """The keyword hyper-parameters of loss ``name`` with their defaults (``seed`` included)."""
-    cls = _lookup(name)
+    cls = resolve_loss(name)
     return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
@@ -74,7 +74,7 @@ def build_loss(name: str, code_length: int, num_classes: int, num_train: int,
     Raises ``KeyError`` (listing the valid names) for an unknown ``name`` and ``TypeError``
     (listing the valid hyper-parameters) for an unknown keyword.
     """
-    cls = _lookup(name)
+    cls = resolve_loss(name)
     valid = loss_hparams(name)
     unknown = sorted(set(hparams) - set(valid))
     if unknown:
@@ -129,8 +129,6 @@ def resolve_loss(name: str) -> type[HashLoss]:
     raise KeyError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}, "
                    "or a loss class of your own as 'module:ClassName'")
 
-
-_lookup = resolve_loss
 
 
 __all__ = [
