@@ -9,6 +9,7 @@ A profile is a YAML file (``studies/<profile>.yaml``)::
       dsh: {loss_hparams: {pairs: batch}}
     analysis:                   # parameters of the analysis notebooks, per notebook
       04_retrieval.ipynb: {method: csq}
+    exercises: true             # then check the course kit (05_exercises.ipynb), see check_exercises
     grid:
       - variant: separate         # plain keys: fixed for this block
         sweep:                    # cartesian product of these lists
@@ -32,7 +33,8 @@ passed on absolute. The driver locks the study folder (:mod:`nhllib.locks`), so 
 once naming the first. SIGTERM or SIGINT end every notebook process it started (papermill and its kernel) and
 exit with 128 + the signal number; the interrupted runs stay incomplete and the same command resumes. The
 analysis notebooks write their figures and tables to a staging folder, published as a set when all succeed;
-then ``ANALYSIS_COMPLETE`` is written in the study folder.
+then ``ANALYSIS_COMPLETE`` is written in the study folder. With ``exercises: true`` the course kit is checked last
+(:func:`check_exercises`): a solution that fails, or a blank answer that passes, makes the study fail.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from nhllib.locks import FolderLock, LockedError
 from nhllib.results import RunStore, atomic_write_text
 
 __all__ = ["Profile", "load_profile", "check_profile", "expand_grid", "run_study", "main", "PROFILES_DIR",
-           "TrainTask", "train_one", "ANALYSIS_MARKER", "Interrupted"]
+           "TrainTask", "train_one", "ANALYSIS_MARKER", "Interrupted", "check_exercises"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,11 @@ ANALYSIS_NOTEBOOKS = ("02_gradient_conflicts.ipynb", "03_figures.ipynb", "04_ret
 #: Analysis notebooks that take figures_dir / tables_dir: they write to a staging folder, published as a set.
 STAGED_NOTEBOOKS = ("03_figures.ipynb", "04_retrieval.ipynb")
 ANALYSIS_MARKER = "ANALYSIS_COMPLETE"
-PROFILE_KEYS = ("study", "defaults", "method_defaults", "analysis", "grid", "slurm")
+EXERCISES_NOTEBOOK = "05_exercises.ipynb"
+#: The course kit's two executions: (name, description, notebook parameters, what judge_scoreboard expects).
+EXERCISE_CHECKS = (("solutions", "with the solutions", {"use_solutions": True}, "pass"),
+                   ("blank", "with blank answers", {"use_solutions": False}, "blank"))
+PROFILE_KEYS = ("study", "defaults", "method_defaults", "analysis", "exercises", "grid", "slurm")
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class Profile:
     configs: tuple[RunConfig, ...]
     analysis: dict[str, Any]
     slurm: dict[str, Any] = field(default_factory=dict)  # SlurmOptions fields for --executor slurm
+    exercises: bool = False  # check the course kit after the analysis (check_exercises)
 
 
 def available_profiles(profiles_dir: Path = PROFILES_DIR) -> list[str]:
@@ -135,6 +142,8 @@ def check_profile(spec: Any, source: str = "profile") -> None:
     for key in ("defaults", "method_defaults", "analysis", "slurm"):
         if not isinstance(spec.get(key) or {}, dict):
             raise ValueError(f"{source}: {key!r} must be a mapping, got {spec[key]!r}")
+    if not isinstance(spec.get("exercises", False), bool):
+        raise ValueError(f"{source}: 'exercises' must be true or false, got {spec['exercises']!r}")
     bad = sorted(set(spec.get("defaults", {})) - known)
     if bad:
         raise ValueError(f"{source}: unknown run parameter(s) {bad} in 'defaults'")
@@ -189,7 +198,8 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
         SlurmOptions.from_dict(slurm)  # validated now, like the grid
     except ValueError as err:
         raise ValueError(f"profile file {path.name}, block 'slurm': {err}") from err
-    return Profile(name, spec["study"], tuple(configs), spec.get("analysis", {}), dict(slurm))
+    return Profile(name, spec["study"], tuple(configs), spec.get("analysis", {}), dict(slurm),
+                   spec.get("exercises", False))
 
 
 class NotebookFailed(RuntimeError):
@@ -385,6 +395,7 @@ class AnalysisTask:
     results_root: Path
     cwd: Path
     analysis: dict[str, Any]
+    exercises: bool = False  # check the course kit after the analysis notebooks
 
 
 def analyse_one(task: AnalysisTask, notebook: str, children: _Children | None = None,
@@ -405,8 +416,49 @@ def analyse_all(task: AnalysisTask) -> None:
             analyse_one(task, notebook)
         except Exception as err:  # noqa: BLE001 - the other notebooks still run
             failed.append(f"{notebook}: {err}")
+    if task.exercises:
+        failed += check_exercises(task, echo=logger.info)
     if failed:
         raise NotebookFailed("; ".join(failed))
+
+
+def check_exercises(task: AnalysisTask, echo=print, children: _Children | None = None) -> list[str]:
+    """Check the course kit: ``05_exercises.ipynb`` on the solutions file, then on its own blank answers.
+
+    Each execution goes to ``<results>/<study>/exercises/05_exercises_<name>.ipynb`` and saves its scoreboard
+    beside it as JSON; :func:`nhllib.exercises.judge_scoreboard` then requires every check to pass on the
+    solutions and every check to fail, as "not implemented yet", on the blank answers. Returns what went wrong.
+    """
+    from nhllib.exercises import judge_scoreboard
+
+    folder = task.results_root / task.study / "exercises"
+    folder.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for name, described, parameters, expect in EXERCISE_CHECKS:
+        start = time.perf_counter()
+        output = folder / f"05_exercises_{name}.ipynb"
+        board_path = folder / f"scoreboard_{name}.json"
+        board_path.unlink(missing_ok=True)
+        try:
+            _execute(EXERCISES_NOTEBOOK, output, {**parameters, "scoreboard_path": str(board_path)}, task.cwd,
+                     None, children)
+        except Exception as err:  # noqa: BLE001 - reported with the study's other failures
+            if children is not None and children.stopping.is_set():
+                raise Interrupted(signal.SIGTERM) from None
+            problems, board = [f"the notebook failed: {err}"], None
+        else:
+            board = json.loads(board_path.read_text()) if board_path.is_file() else None
+            problems = judge_scoreboard(board, expect) if board else [f"the notebook wrote no {board_path.name}"]
+        seconds = time.perf_counter() - start
+        if problems:
+            failures.append(f"{EXERCISES_NOTEBOOK} {described}: {'; '.join(problems)}")
+            echo(f"[exercises] {EXERCISES_NOTEBOOK} {described} ... FAILED after {seconds:.0f} s: "
+                 f"{'; '.join(problems)} (see {output})")
+        else:
+            passed = sum(r["passed"] for r in board["results"])
+            echo(f"[exercises] {EXERCISES_NOTEBOOK} {described}: {passed} of {len(board['results'])} checks pass, "
+                 f"as they should ... {seconds:.0f} s")
+    return failures
 
 
 def run_study(profile: Profile, results_root: Path, cwd: Path = PROJECT_ROOT, analysis_only: bool = False,
@@ -462,7 +514,7 @@ def _run_locked(profile: Profile, results_root: Path, cwd: Path, analysis_only: 
             echo(f"{label} ... FAILED after {seconds:.0f} s (see {store.path} and its .log)")
     if children.stopping.is_set():
         raise Interrupted(signal.SIGTERM)
-    analysis = AnalysisTask(profile.study, results_root, cwd, profile.analysis)
+    analysis = AnalysisTask(profile.study, results_root, cwd, profile.analysis, profile.exercises)
     marker = results_root / profile.study / ANALYSIS_MARKER
     marker.unlink(missing_ok=True)
     if not local:
@@ -476,6 +528,8 @@ def _run_locked(profile: Profile, results_root: Path, cwd: Path, analysis_only: 
             _write_marker(marker, [])
     else:
         failures += _run_analysis(analysis, echo, children)
+        if analysis.exercises:
+            failures += check_exercises(analysis, echo, children)
     echo(f"study {profile.study!r}: {total} runs, {len(failures)} failure(s), {time.perf_counter() - start_all:.0f} s")
     return failures
 

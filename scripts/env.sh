@@ -19,6 +19,7 @@ ensure_env() {
     "$venv/bin/python" -m pip install -q $NHL_TORCH_SPEC
     "$venv/bin/python" -m pip install -q -e ".[dev]"
     "$venv/bin/python" -m ipykernel install --prefix "$venv" --name python3 >/dev/null
+    sha256sum pyproject.toml | cut -d' ' -f1 > "$venv/.nhllib-pyproject.sha256"  # installed just now
   fi
   # A venv made before a dependency was added (pyproject.toml changed since) gets the package's extras again.
   local stamp="$venv/.nhllib-pyproject.sha256" want

@@ -144,6 +144,7 @@ def test_grid_mistakes_name_the_block_and_key(block, message):
     ({"study": "x", "grid": [{}], "defaultz": {}}, r"unknown top-level key\(s\) \['defaultz'\]"),
     ({"study": "x", "grid": [{}], "defaults": {"epochz": 1}}, r"unknown run parameter\(s\) \['epochz'\] in 'defaults'"),
     ({"study": "x", "grid": [{}], "defaults": [1]}, "'defaults' must be a mapping"),
+    ({"study": "x", "grid": [{}], "exercises": "yes"}, "'exercises' must be true or false, got 'yes'"),
     ([1], "a profile must be a mapping"),
 ])
 def test_profile_mistakes_name_the_key(spec, message):

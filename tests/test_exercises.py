@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nhllib import exercises
+from nhllib import study as S
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = REPO / "notebooks" / "solutions" / "05_exercises_solutions.py"
@@ -93,6 +94,79 @@ def test_load_solutions_errors(tmp_path, monkeypatch):
         exercises.load_solutions()
     monkeypatch.chdir(REPO / "notebooks")  # where JupyterLab runs the notebook
     assert hasattr(exercises.load_solutions(), "csq_loss")
+
+
+def _board(passed: list[bool], message: str = "not implemented yet: write the function above") -> dict:
+    return {"answers": "notebook", "results": [{"exercise": name, "passed": ok, "message": message}
+                                               for name, ok in zip(exercises.exercise_names(), passed)]}
+
+
+def test_judge_scoreboard_from_a_saved_grader(tmp_path, solutions):
+    for answers, expect in ((solutions, "pass"), (None, "blank")):
+        grader = exercises.Grader(answers)
+        for name, check in CHECKS.items():
+            grader.check(check, blank if answers is None else getattr(solutions, name))
+        path = grader.save_scoreboard(tmp_path / f"{expect}.json")
+        board = json.loads(path.read_text())
+        assert board["answers"] == ("solutions" if answers else "notebook") and len(board["results"]) == 5
+        assert exercises.judge_scoreboard(board, expect) == []
+        other = "blank" if expect == "pass" else "pass"
+        assert len(exercises.judge_scoreboard(board, other)) == 5  # the same board judged the other way fails
+
+
+def test_judge_scoreboard_names_what_is_wrong():
+    failing = _board([True, True, False, True, True], "expected ...")
+    assert exercises.judge_scoreboard(failing, "pass") == ["prefix_codes fails on the solutions: expected ..."]
+    passing_blank = _board([False, True, False, False, False])
+    assert exercises.judge_scoreboard(passing_blank, "blank") == ["average_precision passes a blank answer"]
+    crashed = _board([False] * 5)
+    crashed["results"][4]["message"] = "your function raised TypeError: bad"
+    assert exercises.judge_scoreboard(crashed, "blank") == [
+        "csq_loss fails a blank answer for another reason: your function raised TypeError: bad"]
+    short = _board([True] * 4)
+    assert exercises.judge_scoreboard(short, "pass") == ["4 of 5 exercises were checked"]
+    with pytest.raises(ValueError, match="expect must be 'pass' or 'blank'"):
+        exercises.judge_scoreboard(short, "fail")
+
+
+def _fake_execute(boards: dict[str, dict | None], calls: list):
+    """Stands in for papermill: writes the scoreboard the test chose for each execution."""
+    def execute(notebook, output, parameters, cwd, threads, children=None):
+        calls.append((notebook, output.name, parameters["use_solutions"]))
+        board = boards["solutions" if parameters["use_solutions"] else "blank"]
+        if board == "crash":
+            raise S.NotebookFailed("NameError: name 'grader' is not defined")
+        if board is not None:
+            Path(parameters["scoreboard_path"]).write_text(json.dumps(board))
+    return execute
+
+
+def test_the_driver_checks_the_kit_both_ways(tmp_path, monkeypatch):
+    calls, lines = [], []
+    task = S.AnalysisTask("smoke", tmp_path, REPO, {}, exercises=True)
+    good = {"solutions": _board([True] * 5, "agrees"), "blank": _board([False] * 5)}
+    monkeypatch.setattr(S, "_execute", _fake_execute(good, calls))
+    assert S.check_exercises(task, echo=lines.append) == []
+    assert calls == [("05_exercises.ipynb", "05_exercises_solutions.ipynb", True),
+                     ("05_exercises.ipynb", "05_exercises_blank.ipynb", False)]
+    assert lines[0].startswith("[exercises] 05_exercises.ipynb with the solutions: 5 of 5 checks pass")
+    assert lines[1].startswith("[exercises] 05_exercises.ipynb with blank answers: 0 of 5 checks pass")
+
+    bad = {"solutions": _board([True, False, True, True, True], "expected AP 0.5"), "blank": "crash"}
+    monkeypatch.setattr(S, "_execute", _fake_execute(bad, []))
+    failures = S.check_exercises(task, echo=lines.append)
+    assert failures == [
+        "05_exercises.ipynb with the solutions: average_precision fails on the solutions: expected AP 0.5",
+        "05_exercises.ipynb with blank answers: the notebook failed: NameError: name 'grader' is not defined"]
+    assert "FAILED" in lines[2] and "05_exercises_solutions.ipynb" in lines[2]
+
+    monkeypatch.setattr(S, "_execute", _fake_execute({"solutions": None, "blank": good["blank"]}, []))
+    assert S.check_exercises(task, echo=lines.append) == [
+        "05_exercises.ipynb with the solutions: the notebook wrote no scoreboard_solutions.json"]
+
+
+def test_the_profiles_check_the_kit():
+    assert S.load_profile("smoke").exercises and S.load_profile("default").exercises
 
 
 def _outputs(path: Path) -> str:

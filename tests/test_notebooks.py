@@ -59,6 +59,14 @@ def test_smoke_study_renders_every_figure(tmp_path):
     assert "untrained" not in set(verdict["variant"])
     for notebook in ("02_gradient_conflicts.ipynb", "03_figures.ipynb", "04_retrieval.ipynb"):
         assert (tmp_path / "smoke" / notebook).is_file()
+    # the course kit, checked by the driver: every check passes on the solutions, fails on the blank answers
+    assert "[exercises] 05_exercises.ipynb with the solutions: 5 of 5 checks pass" in done.stdout
+    assert "[exercises] 05_exercises.ipynb with blank answers: 0 of 5 checks pass" in done.stdout
+    kit = tmp_path / "smoke" / "exercises"
+    solved, blank = (json.loads((kit / f"scoreboard_{name}.json").read_text())["results"] for name in ("solutions", "blank"))
+    assert len(solved) == len(blank) == 5 and all(r["passed"] for r in solved)
+    assert not any(r["passed"] for r in blank) and all(r["message"].startswith("not implemented yet") for r in blank)
+    assert (kit / "05_exercises_solutions.ipynb").is_file() and (kit / "05_exercises_blank.ipynb").is_file()
     # a second pass skips every complete run
     again = subprocess.run([sys.executable, "-m", "nhllib.study", "smoke", "--results", str(tmp_path)],
                            cwd=ROOT, capture_output=True, text=True, timeout=900)
