@@ -38,7 +38,7 @@ from matplotlib.patches import Patch
 from nhllib import tables
 from nhllib.results import (
     CONFLICT_PLOT_COLUMNS, CONTEXT_COLUMNS, CURVE_PLOT_COLUMNS, HISTORY_PLOT_COLUMNS, TRADEOFF_PLOT_COLUMNS,
-    require_columns,
+    process_umask, require_columns,
 )
 from nhllib.vocab import VARIANTS
 
@@ -1250,6 +1250,7 @@ def save_figure(fig: Figure | None, directory: str | Path, name: str, dpi: int =
     for fmt in formats:
         target = directory / f"{name}.{fmt}"
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=f".{fmt}.tmp")
+        os.fchmod(fd, 0o666 & ~process_umask())  # mkstemp's 0600 would hide figures from a shared machine's users
         os.close(fd)
         try:
             fig.savefig(tmp, format=fmt, dpi=dpi, metadata={"Creator": "nhllib"} if fmt == "png" else None)

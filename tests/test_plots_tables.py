@@ -4,6 +4,7 @@ on a fake results tree (slow)."""
 
 import json
 import math
+import os
 import statistics
 from pathlib import Path
 
@@ -416,6 +417,12 @@ def test_save_figure_writes_png_and_pdf(tmp_path, study_frames):
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert paths[1].read_bytes()[:5] == b"%PDF-"
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["ablation.pdf", "ablation.png"]  # no temp left
+    old = os.umask(0o022)
+    try:
+        modes = {p.stat().st_mode & 0o777 for p in plots.save_figure(fig, tmp_path / "shared", "ablation")}
+    finally:
+        os.umask(old)
+    assert modes == {0o644}  # what any new file gets, not mkstemp's 0600
     assert plots.save_figure(None, tmp_path / "none", "x") == [] and not (tmp_path / "none").exists()
     with pytest.raises(ValueError, match="plain file stem"):
         plots.save_figure(fig, tmp_path, "a/b")
