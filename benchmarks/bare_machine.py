@@ -9,6 +9,9 @@ stamped with the seconds since the start, which splits the time into its phases:
     python benchmarks/bare_machine.py --remove-data-package                        # ./run_tests.sh, ./run_all.sh smoke
     python benchmarks/bare_machine.py --remove-data-package --command "./run_all.sh"   # the default study (about an hour)
 
+``--keep DIR`` moves each finished clone to ``DIR/<slug>`` instead of deleting it, so that what the command made
+(``results/``, ``docs/rendered/``) can be compared with the committed copies.
+
 Writes ``benchmarks/results/bare_machine.json`` (one entry per command; an existing entry for the same command
 is replaced, the others kept) and the full output of each command beside it as ``bare_machine_<slug>.log``.
 Removing the package needs root or password-less sudo; without ``--remove-data-package`` an installed copy is
@@ -41,11 +44,12 @@ def main() -> None:
     parser.add_argument("--remove-data-package", action="store_true",
                         help=f"remove the Debian package {DATA_PACKAGE} before each command")
     parser.add_argument("--out", default="benchmarks/results/bare_machine.json")
+    parser.add_argument("--keep", type=Path, help="move each finished clone to KEEP/<slug> (must not exist yet)")
     args = parser.parse_args()
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {"runs": []}
     for command in args.commands or DEFAULT_COMMANDS:
-        run = time_bare_run(command, args.remove_data_package, out.parent)
+        run = time_bare_run(command, args.remove_data_package, out.parent, args.keep)
         print(json.dumps({k: v for k, v in run.items() if k != "summary"}, indent=2))
         report["runs"] = [r for r in report["runs"] if r["command"] != command] + [run]
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -53,8 +57,11 @@ def main() -> None:
     print(f"wrote {out}")
 
 
-def time_bare_run(command: str, remove_data_package: bool, log_dir: Path) -> dict:
+def time_bare_run(command: str, remove_data_package: bool, log_dir: Path, keep: Path | None = None) -> dict:
     commit = _git("rev-parse", "--short", "HEAD")
+    slug = re.sub(r"[^a-z0-9]+", "_", command.lower()).strip("_")
+    if keep is not None and (keep / slug).exists():
+        raise SystemExit(f"--keep: {keep / slug} exists already; choose another folder (nothing is overwritten)")
     data_removed = remove_data_package and _remove_data_package()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="nhllib-bare-") as tmp:
@@ -69,7 +76,9 @@ def time_bare_run(command: str, remove_data_package: bool, log_dir: Path) -> dic
             stamped.append((time.perf_counter() - start, line.rstrip("\n")))
         returncode = proc.wait()
         total = time.perf_counter() - start
-    slug = re.sub(r"[^a-z0-9]+", "_", command.lower()).strip("_")
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(clone), str(keep / slug))
     log = log_dir / f"bare_machine_{slug}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("".join(f"[{t:7.1f} s] {_clean(text, clone)}\n" for t, text in stamped
