@@ -8,14 +8,15 @@ Two mechanisms keep the numbers of the README section "What the default study fo
    :func:`update_readme` puts it between the markers :data:`BEGIN` and :data:`END`
    (``python -m nhllib.findings`` after ``03_figures`` has written the tables; ``--check`` only compares).
    A test regenerates the block and fails when the README's copy differs.
-2. **Checked prose.** Outside the block, every paragraph (or list item) of the section that states a number
-   with a decimal point, a ``%`` or a ``×`` must name the files it comes from (``results/tables/<name>.csv`` or
-   ``.md``, ``benchmarks/results/<name>.json``; in the text, or invisibly as ``<!-- sources: ... -->``), and each
-   such number must be found in them (a table or list may cite in the paragraph ending with ":" that introduces
-   it), as written or as
-   mAP points / percent (×100), at the precision written. Exempt: numbers in inline code, numbers written with
-   a leading ``~`` (approximate or external, e.g. the paper's ~3.4 %), and a paragraph carrying
-   ``<!-- unchecked: reason -->`` (measured run times, say). :func:`check_numbers` lists the failures.
+2. **Checked prose.** Outside the block, every paragraph (list item, table row) of the section that states a number
+   with a decimal point, a ``%`` or a ``×`` must name the files it comes from (a ``.csv``, ``.md`` or ``.json`` under ``results/``,
+   ``benchmarks/results/<name>.json``; in the text, or invisibly as ``<!-- sources: ... -->``), and each
+   such number must be found in them (a row or item without its own sources uses those of the paragraph ending
+   with ":" that introduces it), as written or as mAP points / percent (×100), at the precision written; minutes
+   with a decimal point (``12.5 min``) are looked up as seconds. Exempt: numbers in inline code and code blocks, whole minutes,
+   numbers written with a leading ``~`` (approximate or external, e.g. the paper's ~3.4 %), and a paragraph
+   carrying ``<!-- unchecked: reason -->``. :func:`check_numbers` lists the failures. The tests apply it to
+   every ``## `` section of the README (run times against ``benchmarks/results/*.json``), ``--check`` to this one.
 
 Torch-free: it reads CSV and JSON only.
 """
@@ -42,8 +43,8 @@ END = "<!-- findings:end -->"
 SECTION = "## What the default study found"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-_SOURCE = re.compile(r"(?:results/tables/[\w.-]+\.(?:csv|md)|benchmarks/results/[\w.-]+\.json)")
-_NUMBER = re.compile(r"(?<![\w.~/#-])([+\-−]?\d[\d,]*(?:\.\d+)?)(\s?(?:%|×))?(?![\w])")
+_SOURCE = re.compile(r"(?:results/(?:[\w-]+/)*[\w.-]+\.(?:csv|md|json)|benchmarks/results/[\w.-]+\.json)")
+_NUMBER = re.compile(r"(?<![\w.~/#-])([+\-−]?\d[\d,]*(?:\.\d+)?)(\s?(?:%|×|min\b))?(?![\w])")
 _ANY_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
@@ -171,16 +172,20 @@ def findings_section(text: str, heading: str = SECTION) -> str:
 
 
 def _paragraphs(text: str) -> list[str]:
-    """Paragraphs and list items (a line starting with ``- `` or ``1. `` begins a new one)."""
+    """Paragraphs, list items and table rows (a line starting with ``- ``, ``1. `` or ``|`` begins a new one)."""
     out: list[list[str]] = []
     for line in text.splitlines():
         if not line.strip():
             out.append([])
             continue
-        if re.match(r"\s*(?:[-*]|\d+\.)\s", line) or not out:
+        if _is_item(line) or not out:
             out.append([])
         out[-1].append(line)
     return ["\n".join(p) for p in out if p]
+
+
+def _is_item(text: str) -> bool:
+    return text.lstrip().startswith("|") or bool(re.match(r"\s*(?:[-*]|\d+\.)\s", text))
 
 
 def _source_numbers(path: Path) -> list[float]:
@@ -206,12 +211,13 @@ def _source_numbers(path: Path) -> list[float]:
     return [float(v) for v in _ANY_NUMBER.findall(path.read_text())]
 
 
-def _found(value: float, digits: int, candidates: list[float]) -> bool:
+def _found(value: float, digits: int, candidates: list[float], minutes: bool = False) -> bool:
     target = round(abs(value), digits)
+    scales = (1.0 / 60.0,) if minutes else (1.0, 100.0)  # minutes are checked against seconds
     for v in candidates:
         if not math.isfinite(v):
             continue
-        for scale in (1.0, 100.0):
+        for scale in scales:
             if abs(round(abs(v) * scale, digits) - target) < 1e-9:
                 return True
     return False
@@ -222,26 +228,26 @@ def check_numbers(section: str, root: str | Path = PROJECT_ROOT) -> list[str]:
     numbers and no source, a source that does not exist, a number not found in the paragraph's sources."""
     root = Path(root)
     problems = []
-    previous: list[str] = []
-    introduces = False  # the previous paragraph ends with ":", so a table or list after it shares its sources
+    section = re.sub(r"^```.*?^```", "", section, flags=re.S | re.M)  # code blocks: examples, not results
+    introduced: list[str] = []  # sources of the paragraph ending with ":" that introduces a table or list
     for paragraph in _paragraphs(section):
+        item = _is_item(paragraph)
         if "<!-- unchecked" in paragraph:
-            introduces = False
+            introduced = introduced if item else []
             continue
         sources = sorted(set(_SOURCE.findall(paragraph)))  # visible, or in a <!-- sources: ... --> comment
-        item = paragraph.lstrip().startswith("|") or bool(re.match(r"\s*(?:[-*]|\d+\.)\s", paragraph))
-        if not sources and item and introduces:
-            sources = previous  # a table or list cites in the line that introduces it
+        if item:
+            sources = sources or introduced  # a row or item cites its own files, or those of its introduction
         else:
-            introduces = re.sub(r"<!--.*?-->", "", paragraph, flags=re.S).rstrip().rstrip("*").endswith(":")
-        previous = sources
+            ends_with_colon = re.sub(r"<!--.*?-->", "", paragraph, flags=re.S).rstrip().rstrip("*").endswith(":")
+            introduced = sources if ends_with_colon else []
         text = re.sub(r"<!--.*?-->", " ", paragraph, flags=re.S)
         text = re.sub(r"`[^`]*`", " ", text)  # inline code: paths, commands, commit ids
         text = re.sub(r"\]\([^)]*\)", "]", text)  # link targets
         numbers = []
         for match in _NUMBER.finditer(text):
-            token, unit = match.group(1), match.group(2)
-            if "." not in token and not unit:
+            token, unit = match.group(1), match.group(2) or ""
+            if "." not in token and unit.strip() in ("", "min"):
                 continue  # plain integers (lengths, seeds, counts) are not checked
             numbers.append((token, unit or ""))
         if not numbers:
@@ -261,7 +267,7 @@ def check_numbers(section: str, root: str | Path = PROJECT_ROOT) -> list[str]:
         for token, unit in numbers:
             clean = token.replace("−", "-").replace(",", "").lstrip("+-")
             digits = len(clean.split(".")[1]) if "." in clean else 0
-            if not _found(float(clean), digits, candidates):
+            if not _found(float(clean), digits, candidates, minutes=unit.strip() == "min"):
                 problems.append(f"paragraph {first!r}: {token}{unit} is not in {', '.join(sources)}")
     return problems
 

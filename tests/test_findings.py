@@ -26,6 +26,21 @@ def test_every_number_in_the_readme_findings_is_in_the_tables_it_cites():
     assert findings.check_numbers(section, REPO) == []
 
 
+README_SECTIONS = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("## ")]
+
+
+def test_the_readme_sections_are_found():
+    assert findings.SECTION in README_SECTIONS and "## Two commands" in README_SECTIONS and len(README_SECTIONS) >= 8
+
+
+@pytest.mark.parametrize("heading", README_SECTIONS)
+def test_every_number_of_every_readme_section_is_in_the_files_it_cites(heading):
+    """Beyond the findings: the bare-machine times (benchmarks/bare_machine.py), the runtime table
+    (benchmarks/notebook_times.py) and the benchmark table must each be found in their committed JSON."""
+    section = findings.findings_section((REPO / "README.md").read_text(), heading)
+    assert findings.check_numbers(section, REPO) == []
+
+
 # ---------------------------------------------------------------- the checker can fail
 
 
@@ -35,7 +50,7 @@ def tree(tmp_path):
     tables.mkdir(parents=True)
     pd.DataFrame({"method": ["csq", "dsh"], "value": [0.6987, -0.0123]}).to_csv(tables / "map.csv", index=False)
     (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    (tmp_path / "benchmarks" / "results" / "bench.json").write_text('{"runs": [{"speedup": 18.44, "x": "50.82"}]}')
+    (tmp_path / "benchmarks" / "results" / "bench.json").write_text('{"runs": [{"speedup": 18.44, "x": "50.82", "seconds": 61.2}]}')
     return tmp_path
 
 
@@ -44,6 +59,9 @@ def tree(tmp_path):
     "CSQ reaches 69.9 points <!-- sources: results/tables/map.csv -->",  # ×100, cited invisibly
     "DSH −1.2 points, −0.012 in mAP (results/tables/map.csv)",  # signs written with a Unicode minus
     "shortlist 18× and the table 51× faster (benchmarks/results/bench.json)",  # integers with ×, JSON strings
+    "a first run of 1.0 min, then 0.8 min (benchmarks/results/bench.json)",  # minutes against seconds 61.2, 50.82
+    "about 3 min in all (benchmarks/results/bench.json)",  # whole minutes are approximations
+    "An example:\n\n```python\nlayer(x, weight=1.5)\n```\n",  # code blocks are examples
     "The run took 26.5 min. <!-- unchecked: a measured time -->",
     "The paper's ~3.4 % is not reproduced; code lengths 8, 16 and 32 bits; commit `e79a7e9` 1.5",
 ])
@@ -55,6 +73,7 @@ def test_numbers_found_or_exempt_pass(tree, text):
 @pytest.mark.parametrize("text, expected", [
     ("CSQ reaches 0.712 (`results/tables/map.csv`).", "0.712 is not in results/tables/map.csv"),
     ("shortlist 26× faster (benchmarks/results/bench.json)", "26× is not in"),
+    ("it took 18.4 min (benchmarks/results/bench.json)", "18.4 min is not in"),  # 18.44 is seconds, not minutes
     ("CSQ reaches 0.699 at 8 bits.", "cites no"),
     ("CSQ reaches 0.699 (`results/tables/gone.csv`).", "does not exist"),
 ])
@@ -70,6 +89,17 @@ def test_a_table_cites_in_the_line_before_it(tree):
     listed = "Per method (`results/tables/map.csv`):\n\n- csq 0.699\n- dsh −0.012\n\nThen 0.699 again.\n"
     assert findings.check_numbers(listed, tree) == ["paragraph 'Then 0.699 again.' states 0.699 but cites no "
                                                     "results/tables/<name>.csv or benchmarks/results/<name>.json"]
+
+
+def test_each_table_row_is_checked_against_its_own_sources(tree):
+    intro = "Measured (`results/tables/map.csv`):\n\n| what | value |\n| --- | --- |\n"
+    rows = "| mAP | 0.699 |\n| speed-up (`benchmarks/results/bench.json`) | 18.44× |\n"
+    assert findings.check_numbers(intro + rows, tree) == []
+    # a row citing its own file is not credited with the introduction's numbers, nor the other way round
+    swapped = "| mAP (`benchmarks/results/bench.json`) | 0.699 |\n| speed-up | 18.44× |\n"
+    problems = findings.check_numbers(intro + swapped, tree)
+    assert [p.split(": ", 1)[1] for p in problems] == ["0.699 is not in benchmarks/results/bench.json",
+                                                        "18.44× is not in results/tables/map.csv"]
 
 
 def test_findings_section_stops_at_the_next_heading_and_skips_the_block():
