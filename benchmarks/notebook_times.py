@@ -3,7 +3,8 @@
 
 Each notebook is executed by papermill in a fresh kernel, one after the other, exactly as the README's runtime
 table writes the command; the time includes the kernel's start and the imports. The load average before each run
-is recorded, since on a shared machine it is what moves these numbers most. Needs Fashion-MNIST (``scripts/get_data.sh``).
+is recorded, since on a shared machine it is what moves these numbers most. Needs Fashion-MNIST
+(``scripts/get_data.sh``).
 
     python benchmarks/notebook_times.py            # writes benchmarks/results/notebook_times.json
 """

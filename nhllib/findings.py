@@ -9,14 +9,15 @@ Two mechanisms keep the numbers of the README section "What the default study fo
    (``python -m nhllib.findings`` after ``03_figures`` has written the tables; ``--check`` only compares).
    A test regenerates the block and fails when the README's copy differs.
 2. **Checked prose.** Outside the block, every paragraph (list item, table row) of the section that states a number
-   with a decimal point, a ``%`` or a ``×`` must name the files it comes from (a ``.csv``, ``.md`` or ``.json`` under ``results/``,
-   ``benchmarks/results/<name>.json``; in the text, or invisibly as ``<!-- sources: ... -->``), and each
-   such number must be found in them (a row or item without its own sources uses those of the paragraph ending
-   with ":" that introduces it), as written or as mAP points / percent (×100), at the precision written; minutes
-   with a decimal point (``12.5 min``) are looked up as seconds. Exempt: numbers in inline code and code blocks, whole minutes,
-   numbers written with a leading ``~`` (approximate or external, e.g. the paper's ~3.4 %), and a paragraph
-   carrying ``<!-- unchecked: reason -->``. :func:`check_numbers` lists the failures. The tests apply it to
-   every ``## `` section of the README (run times against ``benchmarks/results/*.json``), ``--check`` to this one.
+   with a decimal point, a ``%`` or a ``×`` must name the files it comes from (a ``.csv``, ``.md`` or ``.json``
+   under ``results/``, a ``.json`` under ``benchmarks/results/``; in the text, or invisibly as
+   ``<!-- sources: ... -->``), and each such number must be found in them (a row or item without its own sources
+   uses those of the paragraph ending with ":" that introduces it), as written or as mAP points / percent (×100),
+   at the precision written; minutes with a decimal point (``12.5 min``) are looked up as seconds. Exempt: numbers
+   in inline code and code blocks, whole minutes, numbers written with a leading ``~`` (approximate or external,
+   e.g. the paper's ~3.4 %), and a paragraph carrying ``<!-- unchecked: reason -->``. :func:`check_numbers` lists
+   the failures. The tests apply it to every ``## `` section of the README (run times against
+   ``benchmarks/results/*.json``), ``--check`` to this one.
 
 Torch-free: it reads CSV and JSON only.
 """
@@ -43,7 +44,8 @@ END = "<!-- findings:end -->"
 SECTION = "## What the default study found"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-_SOURCE = re.compile(r"(?:results/(?:[\w-]+/)*[\w.-]+\.(?:csv|md|json)|benchmarks/results/[\w.-]+\.json)")
+_SOURCE = re.compile(r"(?:results/(?:[\w-]+/)*[\w.-]+\.(?:csv|md|json)"
+                     r"|benchmarks/results/(?:[\w-]+/)*[\w.-]+\.json)")
 _NUMBER = re.compile(r"(?<![\w.~/#-])([+\-−]?\d[\d,]*(?:\.\d+)?)(\s?(?:%|×|min\b))?(?![\w])")
 _ANY_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
