@@ -28,11 +28,17 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# It runs before any environment exists, with the system's python3: the package (its standard-library part) is
+# read from this checkout.
+sys.path.insert(0, str(REPO))
+from nhllib.machine import cpu_name  # noqa: E402
+
 DATA_PACKAGE = "dataset-fashion-mnist"
 DEFAULT_COMMANDS = ("./run_tests.sh", "./run_all.sh smoke")
 
@@ -93,7 +99,7 @@ def time_bare_run(command: str, remove_data_package: bool, log_dir: Path, keep: 
         "log": log.name,
         "commit": commit,
         "load_average_before": round(load_before, 2),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -140,15 +146,6 @@ def _round(value: float | None) -> float | None:
 
 def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-
-
-def _cpu_name() -> str:
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

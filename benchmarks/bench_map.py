@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from nhllib.evaluate import evaluate_nested, mean_average_precision
+from nhllib.machine import cpu_name
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_map.json"
 
@@ -86,12 +87,7 @@ def timed(fn, repeats: int):
 
 
 def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                              cwd=Path(__file__).resolve().parent).stdout.strip()

@@ -39,6 +39,7 @@ import torch
 from nhllib.config import RunConfig
 from nhllib.experiment import build_run
 from nhllib.losses import LOSSES
+from nhllib.machine import cpu_name
 from nhllib.train import evaluate_model, train_epoch
 from nhllib.utils import synchronize
 from nhllib.weighting import Uniform
@@ -150,8 +151,8 @@ def bench_method(method: str, args: argparse.Namespace) -> dict:
         "code_lengths": list(LENGTHS), "epochs": args.epochs, "train_images": run.data.sizes()["train"],
         "validation_images": run.data.sizes()["validation"], "database_images": run.data.sizes()["database"],
         "batch_size": base.data.batch_size, "device": str(run.device), "torch_threads": torch.get_num_threads(),
-        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": {"processor": platform.processor() or platform.machine(), "cpu": cpu_name(),
+                    "python": platform.python_version(), "torch": torch.__version__},
         "timing_note": "models interleaved epoch by epoch in one process on a shared machine (rotating order); "
                        "evaluation excluded from training time",
         "train_seconds": totals,

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nhllib.machine import cpu_name
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STUDY_RUN = ("-p", "backbone", "mlp", "-p", "center_codes", "True", "-p", "epochs", "10",
                      "-p", "patience", "2", "-p", "database_per_class", "1000")
@@ -49,7 +51,7 @@ def main() -> None:
         "runs": runs,
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                  text=True).stdout.strip(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -79,15 +81,6 @@ def time_notebook(name: str, tmp: Path) -> dict:
         "returncode": proc.returncode,
         "load_average_before": round(load_before, 2),
     }
-
-
-def _cpu_name() -> str:
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":
