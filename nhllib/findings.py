@@ -251,7 +251,7 @@ def check_numbers(section: str, root: str | Path = PROJECT_ROOT) -> list[str]:
             token, unit = match.group(1), match.group(2) or ""
             if "." not in token and unit.strip() in ("", "min"):
                 continue  # plain integers (lengths, seeds, counts) are not checked
-            numbers.append((token, unit or ""))
+            numbers.append((token, unit))
         if not numbers:
             continue
         first = paragraph.strip().splitlines()[0][:70]
