@@ -24,9 +24,11 @@ import pytest
 import torch
 
 from nhllib import study as S
+from nhllib.study import execution as E
+from nhllib.study import processes as P
 from nhllib.checks import MAX_CODE_LENGTH
 from nhllib.config import RunConfig
-from nhllib.locks import FolderLock, LockedError, lock_path
+from nhllib.study.locks import FolderLock, LockedError, lock_path
 from nhllib.parameters import train_parameters
 from nhllib.results import COMPLETE_MARKER, RunExistsError, RunStore, atomic_write_text
 
@@ -167,7 +169,7 @@ def test_a_profile_file_with_a_mistake_fails_at_load_naming_the_file(tmp_path):
 
 def _hold_lock(folder: Path, purpose: str = "study driver") -> subprocess.Popen:
     """Another process holding the lock of ``folder`` until killed; returns once it holds it."""
-    code = (f"import sys, time; from nhllib.locks import FolderLock; FolderLock({str(folder)!r}, {purpose!r})"
+    code = (f"import sys, time; from nhllib.study.locks import FolderLock; FolderLock({str(folder)!r}, {purpose!r})"
             ".acquire(); print('held', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -262,7 +264,7 @@ def _fake_execute(calls):
 
 def test_a_relative_results_root_is_resolved_once_against_the_callers_directory(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(S, "_execute", _fake_execute(calls))
+    monkeypatch.setattr(E, "_execute", _fake_execute(calls))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -277,7 +279,7 @@ def test_a_relative_results_root_is_resolved_once_against_the_callers_directory(
 
 def test_analysis_outputs_are_published_as_a_set_with_a_marker(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(S, "_execute", _fake_execute(calls))
+    monkeypatch.setattr(E, "_execute", _fake_execute(calls))
     profile = S.load_profile(str(_tiny_profile(tmp_path)))
     figures = tmp_path / "res" / "tiny" / "figures"
     figures.mkdir(parents=True)
@@ -294,14 +296,14 @@ def test_analysis_outputs_are_published_as_a_set_with_a_marker(tmp_path, monkeyp
         if notebook == "04_retrieval.ipynb":
             raise S.NotebookFailed("boom")
     (figures / "03_figures.ipynb.txt").write_text("published before")
-    monkeypatch.setattr(S, "_execute", failing)
+    monkeypatch.setattr(E, "_execute", failing)
     failures = S.run_study(profile, tmp_path / "res", echo=lambda *_: None)
     assert failures and not marker.exists()
     assert (figures / "03_figures.ipynb.txt").read_text() == "published before"  # nothing half-replaced
 
 
 def test_a_stop_ends_the_whole_process_tree(tmp_path):
-    children = S._Children()
+    children = P.Children()
     pids_file = tmp_path / "pids"
     script = f"sleep 60 & echo $! > {pids_file}; setsid sleep 60 & echo $! >> {pids_file}; wait"
     result = {}
