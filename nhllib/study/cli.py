@@ -26,6 +26,26 @@ def _env_jobs() -> int:
     return int(text)
 
 
+def list_runs(profile, results_root: Path) -> int:
+    """``--list``: each run's state; a complete run is checked against its marker (verified, unverified: a marker
+    from before file records, or damaged: what differs, and the folder). Exit status 1 when any run is damaged."""
+    counts: dict[str, int] = {}
+    for cfg in profile.configs:
+        store = RunStore(results_root, cfg.study, cfg.run_id)
+        state, note = store.state, ""
+        if state == "complete":
+            check = store.check()
+            state = {"verified": "complete", "unverified": "unverified", "damaged": "DAMAGED"}[check.status]
+            if check.damaged:
+                note = f"  {'; '.join(check.problems)} ({store.path}); the driver redoes it, keeping this folder aside"
+        counts[state] = counts.get(state, 0) + 1
+        print(f"{state:10s} {cfg.run_id}{note}")
+    print(f"{len(profile.configs)} runs: " + ", ".join(f"{n} {state}" for state, n in counts.items())
+          + ("  (unverified: complete by a marker written before markers recorded files and checksums)"
+             if "unverified" in counts else ""))
+    return 1 if "DAMAGED" in counts else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nhllib.study", description=__doc__.splitlines()[0])
     parser.add_argument("profile", nargs="?", default="default",
@@ -61,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results_root = Path(os.path.abspath(os.path.expanduser(args.results)))
     if args.list:
-        for cfg in profile.configs:
-            print(f"{RunStore(results_root, cfg.study, cfg.run_id).state:10s} {cfg.run_id}")
-        return 0
+        return list_runs(profile, results_root)
     if args.jobs < 1:
         print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2

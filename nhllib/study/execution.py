@@ -243,8 +243,14 @@ def _run_locked(profile: Profile, results_root: Path, cwd: Path, analysis_only: 
         store = RunStore(results_root, cfg.study, cfg.run_id)
         if analysis_only:
             continue
-        if store.state == "complete":
-            echo(f"{_label(number, total, cfg)} ... done before, skipped")
+        check = store.check() if store.state == "complete" else None
+        if check is not None and check.damaged:
+            aside = store.set_aside()
+            echo(f"{_label(number, total, cfg)} ... DAMAGED ({'; '.join(check.problems)}): folder moved to {aside}, "
+                 f"redoing the run")
+        if check is not None and not check.damaged:
+            echo(f"{_label(number, total, cfg)} ... done before, skipped"
+                 + (" (unverified: its marker predates file records)" if check.status == "unverified" else ""))
         else:
             task = TrainTask(_train_parameters(cfg, results_root), store.path / TRAIN_NOTEBOOK, cwd, threads,
                              gpus_per_run, children if local else None)

@@ -171,7 +171,8 @@ def check_profile(spec: Any, source: str = "profile") -> None:
         if key not in spec:
             raise ValueError(f"{source} lacks the key {key!r}")
     study = spec["study"]
-    if not isinstance(study, str) or not study.strip() or study != study.strip() or "/" in study or study in (".", ".."):
+    if (not isinstance(study, str) or not study.strip() or study != study.strip() or "/" in study
+            or study in (".", "..")):
         raise ValueError(f"{source}: 'study' must be a folder name (no '/', not blank), got {study!r}")
     for key in ("defaults", "method_defaults", "analysis", "slurm"):
         if not isinstance(spec.get(key) or {}, dict):

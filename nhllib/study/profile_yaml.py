@@ -17,7 +17,8 @@ import yaml
 __all__ = ["read_profile_yaml", "StrictLoader"]
 
 #: YAML 1.2's float (core schema), which unlike YAML 1.1's accepts an exponent without a dot (1e-3, 5E+2).
-_FLOAT_12 = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+_FLOAT_12 = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"
+                       r"|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
 
 
 class StrictLoader(yaml.SafeLoader):
