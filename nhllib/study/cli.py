@@ -13,7 +13,7 @@ from nhllib.results import RunStore
 from nhllib.study.execution import run_study
 from nhllib.study.executors import EXECUTORS, SlurmOptions, make_executor
 from nhllib.study.locks import LockedError
-from nhllib.study.processes import Children, Interrupted
+from nhllib.study.processes import Children, Interrupted, stop_with_parent
 from nhllib.study.profile import available_profiles, load_profile
 
 __all__ = ["main"]
@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("--constraint", help="Slurm node constraint (e.g. a GPU type)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    stop_with_parent()  # under run_all.sh: a kill -9 of run_all.sh stops the driver and its notebooks
+    if not args.results.strip():
+        print(f"error: --results must name a folder, got {args.results!r} (the default is results)", file=sys.stderr)
+        return 2
     try:
         profile = load_profile(args.profile)
         args.jobs = args.jobs if args.jobs is not None else _env_jobs()
@@ -103,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     children = Children()
 
     def stop(signum, _frame):
-        if not children.stopping.is_set():
-            print(f"stopping ({signal.Signals(signum).name}): ending the notebooks ...", file=sys.stderr, flush=True)
-            children.stop()
+        if children.stopping.is_set():
+            return  # a second signal (run_all.sh forwards a Ctrl-C as SIGTERM) lets the first stop finish
+        print(f"stopping ({signal.Signals(signum).name}): ending the notebooks ...", file=sys.stderr, flush=True)
+        children.stop()
         raise Interrupted(signum)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
