@@ -116,3 +116,16 @@ def test_the_baseline_kind_of_folder_copies_keep_verifying(tmp_path):
     store = _complete_run(tmp_path / "a")
     shutil.copytree(store.path, tmp_path / "b" / store.path.name)
     assert check_run(tmp_path / "b" / store.path.name).status == "verified"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["truncate", "empty", "drop a column"])
+def test_the_analysis_notebook_stops_naming_the_damaged_run(tmp_path, how):
+    damage, message = DAMAGE[how]
+    store = _complete_run(tmp_path / "res")
+    damage(store.path / "metrics.csv")
+    task = E.AnalysisTask("tiny", tmp_path / "res", Path(__file__).resolve().parent.parent, {})
+    with pytest.raises(E.NotebookFailed, match="DamagedRunError"):
+        E.analyse_one(task, "02_gradient_conflicts.ipynb")
+    log = (tmp_path / "res" / "tiny" / "02_gradient_conflicts.log").read_text()
+    assert f"{store.path.name} ({store.path}): {message}" in log

@@ -14,9 +14,10 @@ from nhllib.study.execution import run_study
 from nhllib.study.executors import EXECUTORS, SlurmOptions, make_executor
 from nhllib.study.locks import LockedError
 from nhllib.study.processes import Children, Interrupted, stop_with_parent
-from nhllib.study.profile import available_profiles, load_profile
+from nhllib.study.profile import Profile, available_profiles, load_profile
 
-__all__ = ["main"]
+__all__ = ["main", "list_runs"]
+
 
 def _env_jobs() -> int:
     """``$NHL_JOBS`` (default 2), checked: a typo there must read as an error, not a traceback."""
@@ -26,7 +27,7 @@ def _env_jobs() -> int:
     return int(text)
 
 
-def list_runs(profile, results_root: Path) -> int:
+def list_runs(profile: Profile, results_root: Path) -> int:
     """``--list``: each run's state; a complete run is checked against its marker (verified, unverified: a marker
     from before file records, or damaged: what differs, and the folder). Exit status 1 when any run is damaged."""
     counts: dict[str, int] = {}
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--analysis-only", action="store_true", help="skip training; rerun the analysis notebooks")
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs at a time, sharing the CPU cores (default 2, or $NHL_JOBS)")
-    parser.add_argument("--list", action="store_true", help="list the runs of the profile and their state, then exit")
+    parser.add_argument("--list", action="store_true", help="list the runs of the profile and their state (complete, unverified: an old marker, "
+                             "DAMAGED: with what differs, incomplete, absent), then exit; changes nothing")
     cluster = parser.add_argument_group(
         "cluster", "--executor slurm submits the missing runs as one Slurm job array through submitit and waits "
         "for them (keep the driver alive: tmux, or a small CPU job); options override the profile's slurm: block")

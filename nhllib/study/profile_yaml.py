@@ -29,6 +29,8 @@ class StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                continue  # a complex key: SafeLoader's own error says what is wrong with it
             if key in seen:
                 raise ValueError(f"{self.name}, line {line}: the key {key!r} is given twice (first on line "
                                  f"{seen[key]}); YAML would silently keep only the last one")
