@@ -31,6 +31,7 @@ status=0
 # The driver runs in the background and this shell waits for it, so that a signal sent to this script reaches the
 # driver (a shell waiting on a foreground child would die alone and leave it running); the driver ends its
 # notebooks. It runs in the caller's directory, so that a relative --results means what the caller meant.
+# NHL_STOP_WITH_PID: the driver asks for SIGTERM when this script dies, so even a kill -9 of it stops the study.
 driver=
 stop() {
   trap '' TERM INT
@@ -42,7 +43,7 @@ stop() {
 }
 trap 'stop SIGTERM 143' TERM
 trap 'stop SIGINT 130' INT
-(cd "$caller" && PYTHONPATH="$project${PYTHONPATH:+:$PYTHONPATH}" exec "$NHL_PYTHON" -m nhllib.study "$profile" "$@") &
+(cd "$caller" && NHL_STOP_WITH_PID=$$ PYTHONPATH="$project${PYTHONPATH:+:$PYTHONPATH}" exec "$NHL_PYTHON" -m nhllib.study "$profile" "$@") &
 driver=$!
 wait "$driver" || status=$?
 driver=

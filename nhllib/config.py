@@ -111,6 +111,8 @@ class RunPlan:
 
 
 _PARTS = {"data": DataConfig, "model": ModelConfig, "hashing": HashingConfig, "training": TrainingConfig}
+#: Seeds are at most 2**32 - 1: NumPy's legacy seeding and the data loader's worker seeds take no more.
+MAX_SEED = 2**32 - 1
 _TOP = ("study", "seed", "device")
 
 # Fields that do not change what is computed, so they do not enter the run id.
@@ -140,7 +142,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.study, str) or not self.study or "/" in self.study or self.study.startswith("."):
             raise ValueError(f"study must be a non-empty folder name without '/', got {self.study!r}")
-        check_int("seed", self.seed)
+        check_int("seed", self.seed, maximum=MAX_SEED)
         check_name("device", self.device)
         for name, kind in _PARTS.items():
             if not isinstance(getattr(self, name), kind):
@@ -153,6 +155,9 @@ class RunConfig:
             )
         if not VARIANTS[variant].single_length and len(lengths) < 2:
             raise ValueError(f"variant {variant!r} needs at least two code_lengths, got {lengths}")
+        if self.model.center_codes and self.data.batch_size < 2:
+            raise ValueError(f"center_codes=True centres each batch (BatchNorm1d), which needs batch_size >= 2, got "
+                             f"batch_size={self.data.batch_size}: raise batch_size or set center_codes to false")
         if self.data.val_per_class == 0 and self.training.patience:
             raise ValueError("early stopping selects on validation mAP: val_per_class must be > 0 when patience > 0")
         self._check_registries()

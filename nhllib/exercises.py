@@ -50,7 +50,6 @@ __all__ = [
     "check_hamming_ranking",
     "check_prefix_codes",
     "exercise_names",
-    "judge_scoreboard",
     "load_solutions",
     "pick",
 ]
@@ -340,39 +339,16 @@ class Grader:
         return sum(r.passed for r in self.results.values())
 
     def save_scoreboard(self, path: str | Path) -> Path:
-        """Write every result as JSON (the study driver reads it to judge the kit, :func:`judge_scoreboard`)."""
+        """Write every result as JSON (read by :func:`nhllib.study.scoreboard.judge_scoreboard`)."""
         from nhllib.results import atomic_write_text
 
         board = {"answers": "solutions" if self.solutions is not None else "notebook",
+                 "expected": list(exercise_names()),
                  "results": [{"exercise": r.name, "passed": r.passed, "message": r.message}
                              for r in self.results.values()]}
         path = Path(path)
         atomic_write_text(path, json.dumps(board, indent=2, ensure_ascii=False) + "\n")
         return path
-
-
-def judge_scoreboard(board: dict, expect: str) -> list[str]:
-    """What is wrong with a saved scoreboard (:meth:`Grader.save_scoreboard`); an empty list when nothing is.
-
-    ``expect="pass"`` (the solutions): every exercise was checked and passed. ``expect="blank"`` (the notebook's
-    unanswered functions): every exercise was checked and failed with the "not implemented yet" message, so a
-    check that passes a blank answer, or fails it for another reason, is caught.
-    """
-    if expect not in ("pass", "blank"):
-        raise ValueError(f"expect must be 'pass' or 'blank', got {expect!r}")
-    results = board.get("results", [])
-    problems = []
-    if len(results) != len(exercise_names()):
-        problems.append(f"{len(results)} of {len(exercise_names())} exercises were checked")
-    for result in results:
-        if expect == "pass" and not result["passed"]:
-            problems.append(f"{result['exercise']} fails on the solutions: {result['message'].splitlines()[0]}")
-        elif expect == "blank" and result["passed"]:
-            problems.append(f"{result['exercise']} passes a blank answer")
-        elif expect == "blank" and not result["message"].startswith("not implemented yet"):
-            problems.append(f"{result['exercise']} fails a blank answer for another reason: "
-                            f"{result['message'].splitlines()[0]}")
-    return problems
 
 
 def exercise_names() -> Sequence[str]:

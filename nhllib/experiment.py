@@ -33,7 +33,7 @@ from nhllib.collapse import code_health
 from nhllib.distributed import (DataParallel, DistContext, barrier, convert_sync_batchnorm, process_group,
                                 shard_loader)
 from nhllib.final_eval import final_evaluation
-from nhllib.locks import FolderLock
+from nhllib.study.locks import FolderLock
 from nhllib.losses import build_losses
 from nhllib.model import HashingModel
 from nhllib.nested import NestedHashLayer, SeparateHashHeads
@@ -132,7 +132,8 @@ def run_experiment(cfg: RunConfig, results_root: str | Path = "results", overwri
     A complete folder for the same config raises :class:`~nhllib.results.RunExistsError` unless ``overwrite``;
     an incomplete one is redone. The completion marker is written last. With a multi-rank ``ctx`` (torchrun)
     every rank trains its share and rank 0 alone evaluates and writes. The run folder is locked (by rank 0) while
-    the run writes it (:class:`~nhllib.locks.LockedError`, naming the holder, when another process is training it).
+    the run writes it (:class:`~nhllib.study.locks.LockedError`, naming the holder, when another process is
+    training it).
     """
     main_rank = ctx is None or ctx.is_main
     store = RunStore(results_root, cfg.study, cfg.run_id)

@@ -72,7 +72,7 @@ def _check_known(given: Collection[str], known: Collection[str]) -> None:
 
 
 def _results_root(value: Any, cwd: Path | None) -> Path:
-    if isinstance(value, bool) or not isinstance(value, (str, Path)) or not str(value):
+    if isinstance(value, bool) or not isinstance(value, (str, Path)) or not str(value).strip():
         raise ValueError(f"results_root must be a non-empty path, got {value!r}")
     path = Path(value).expanduser()
     # Resolved once, here, against the notebook's working directory; everything downstream gets it absolute.

@@ -17,7 +17,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -159,8 +158,29 @@ class RunStore:
         return target
 
     def mark_complete(self) -> None:
-        """Written last: from now on the run counts as complete."""
-        self.write_json(COMPLETE_MARKER, {"finished": datetime.now(timezone.utc).isoformat()})
+        """Written last: from now on the run counts as complete. The marker records what the run wrote (files,
+        sizes, rows, checksums; :mod:`nhllib.run_manifest`), so that a damaged run is found when it is read."""
+        from nhllib.run_manifest import marker_record
+
+        self.write_json(COMPLETE_MARKER, marker_record(self.path))
+
+    def set_aside(self) -> Path:
+        """Move this run's folder (a damaged run) to ``<study>/.damaged/<run_id>.<time>``, never deleting it, so
+        that the run can be redone; returns where it went."""
+        import time
+
+        target = self.path.parent / ".damaged" / f"{self.path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+        while target.exists():
+            target = target.with_name(target.name + "_")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.path, target)
+        return target
+
+    def check(self):
+        """A complete run's files against its marker: a :class:`nhllib.run_manifest.RunCheck`."""
+        from nhllib.run_manifest import check_run
+
+        return check_run(self.path)
 
 
 def flat_config(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -271,13 +291,24 @@ def read_codes(run_dir: str | os.PathLike) -> RunCodes:
 
 
 def complete_runs(root: str | Path, study: str | None = None) -> list[Path]:
-    """Folders of complete runs under ``root`` (one study, or all)."""
+    """Folders of complete runs under ``root`` (one study, or all), each checked against its marker.
+
+    Raises :class:`nhllib.run_manifest.DamagedRunError` naming every damaged run and its folder: a table read
+    without it would silently lack a cell or a run. The study driver redoes such runs (``./run_all.sh``).
+    """
+    from nhllib.run_manifest import DamagedRunError, check_run
+
     root = Path(root)
     studies = [root / study] if study is not None else sorted(p for p in root.iterdir() if p.is_dir())
     runs = []
     for study_dir in studies:
         if study_dir.is_dir():
             runs.extend(sorted(p.parent for p in study_dir.glob(f"*/{COMPLETE_MARKER}")))
+    damaged = [check.describe(run) for run in runs for check in [check_run(run)] if check.damaged]
+    if damaged:
+        raise DamagedRunError(f"{len(damaged)} complete run(s) are damaged (files missing, changed since "
+                              f"the run wrote them, or unreadable): " + " | ".join(damaged)
+                              + ". Rerun the study (./run_all.sh PROFILE) to redo them; their folders are kept aside")
     return runs
 
 

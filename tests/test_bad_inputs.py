@@ -24,9 +24,11 @@ import pytest
 import torch
 
 from nhllib import study as S
+from nhllib.study import execution as E
+from nhllib.study import processes as P
 from nhllib.checks import MAX_CODE_LENGTH
 from nhllib.config import RunConfig
-from nhllib.locks import FolderLock, LockedError, lock_path
+from nhllib.study.locks import FolderLock, LockedError, lock_path
 from nhllib.parameters import train_parameters
 from nhllib.results import COMPLETE_MARKER, RunExistsError, RunStore, atomic_write_text
 
@@ -167,7 +169,7 @@ def test_a_profile_file_with_a_mistake_fails_at_load_naming_the_file(tmp_path):
 
 def _hold_lock(folder: Path, purpose: str = "study driver") -> subprocess.Popen:
     """Another process holding the lock of ``folder`` until killed; returns once it holds it."""
-    code = (f"import sys, time; from nhllib.locks import FolderLock; FolderLock({str(folder)!r}, {purpose!r})"
+    code = (f"import sys, time; from nhllib.study.locks import FolderLock; FolderLock({str(folder)!r}, {purpose!r})"
             ".acquire(); print('held', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -262,7 +264,7 @@ def _fake_execute(calls):
 
 def test_a_relative_results_root_is_resolved_once_against_the_callers_directory(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(S, "_execute", _fake_execute(calls))
+    monkeypatch.setattr(E, "_execute", _fake_execute(calls))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -277,7 +279,7 @@ def test_a_relative_results_root_is_resolved_once_against_the_callers_directory(
 
 def test_analysis_outputs_are_published_as_a_set_with_a_marker(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(S, "_execute", _fake_execute(calls))
+    monkeypatch.setattr(E, "_execute", _fake_execute(calls))
     profile = S.load_profile(str(_tiny_profile(tmp_path)))
     figures = tmp_path / "res" / "tiny" / "figures"
     figures.mkdir(parents=True)
@@ -294,14 +296,14 @@ def test_analysis_outputs_are_published_as_a_set_with_a_marker(tmp_path, monkeyp
         if notebook == "04_retrieval.ipynb":
             raise S.NotebookFailed("boom")
     (figures / "03_figures.ipynb.txt").write_text("published before")
-    monkeypatch.setattr(S, "_execute", failing)
+    monkeypatch.setattr(E, "_execute", failing)
     failures = S.run_study(profile, tmp_path / "res", echo=lambda *_: None)
     assert failures and not marker.exists()
     assert (figures / "03_figures.ipynb.txt").read_text() == "published before"  # nothing half-replaced
 
 
 def test_a_stop_ends_the_whole_process_tree(tmp_path):
-    children = S._Children()
+    children = P.Children()
     pids_file = tmp_path / "pids"
     script = f"sleep 60 & echo $! > {pids_file}; setsid sleep 60 & echo $! >> {pids_file}; wait"
     result = {}
@@ -605,3 +607,63 @@ def test_01_train_refuses_an_injected_unknown_parameter_and_survives_a_rerun_by_
     assert namespace["cfg"].training.epochs == 1 and namespace["params"].overwrite is False
     namespace.update(run_dir=Path("later"), metrics=None)  # names later cells define
     exec(validation, namespace)  # re-run by hand: still only the parameters
+
+
+# ---------------------------------------------------------------- 7. issue 25: crashes given a name, blank paths
+# (profiles: tests/test_study_profiles.py; damaged runs: test_study_damaged.py; locks and processes:
+# test_study_locks.py, test_study_processes.py)
+
+
+def test_fashion_mnist_files_whose_shapes_disagree_name_the_file(tmp_path):
+    from nhllib.data.pools import load_fashion_mnist
+
+    _fake_fashion(tmp_path / "fm")
+    _write_idx(tmp_path / "fm" / "t10k-images-idx3-ubyte.gz", np.zeros((10, 32, 32)))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz: holds images of shape \(32, 32\)"):
+        load_fashion_mnist(root=tmp_path / "fm", system_dir=None)
+
+
+def test_a_truncated_png_of_a_list_file_names_the_file_and_line(tmp_path):
+    from PIL import Image
+
+    from nhllib.data.listfile import ListFileDataset, parse_list_file
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (16, 16), (200, 10, 10)).save(tmp_path / name)
+    raw = (tmp_path / "b.png").read_bytes()
+    (tmp_path / "b.png").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "list.txt").write_text("a.png 1 0\nb.png 0 1\n")
+    data = ListFileDataset(parse_list_file(tmp_path / "list.txt"), tmp_path, lambda img: torch.zeros(1))
+    data[0]
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'b.png'} \(line 2 of {tmp_path / 'list.txt'}\): not a "
+                                         "readable image"):
+        data[1]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"seed": 2**64}, "seed must be at most 4,294,967,295"),
+    ({"split_seed": 2**64}, "split_seed must be at most 4,294,967,295"),
+    ({"batch_size": 1, "center_codes": True}, r"center_codes=True .* needs batch_size >= 2, got batch_size=1"),
+])
+def test_config_values_that_crashed_later_are_refused_naming_the_field(values, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_dict({**TINY, **values})
+    assert RunConfig.from_dict({**TINY, "batch_size": 1}).data.batch_size == 1  # without centring it trains
+
+
+def test_executor_slurm_without_slurm_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    code = S.main([str(_tiny_profile(tmp_path)), "--executor", "slurm", "--results", str(tmp_path / "res")])
+    assert code == 2 and "--executor slurm needs Slurm (its sbatch command was not found" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("results", ["", " "])
+def test_a_blank_results_folder_is_refused_and_nothing_written(tmp_path, monkeypatch, capsys, results):
+    monkeypatch.chdir(tmp_path)
+    profile = _tiny_profile(tmp_path)
+    assert S.main([str(profile), "--results", results]) == 2
+    assert "--results must name a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+    with pytest.raises(ValueError, match="results_root must be a non-empty path"):
+        train_parameters(_namespace(results_root=results), {"_names"})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nhllib.executors import LocalExecutor, SlurmOptions, SubmititExecutor, make_executor
+from nhllib.study.executors import LocalExecutor, SlurmOptions, SubmititExecutor, make_executor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,7 +80,7 @@ def test_a_run_with_two_devices_goes_through_torchrun(tmp_path):
     """A TrainTask with gpus=2 runs `torchrun -m nhllib.experiment` (here 2 CPU processes) and completes the run."""
     from nhllib.config import RunConfig
     from nhllib.results import RunStore
-    from nhllib.study import TrainTask, _train_parameters, train_one
+    from nhllib.study.execution import TrainTask, _train_parameters, train_one
 
     cfg = RunConfig.from_dict(dict(study="t", method="csq", variant="nhl", code_lengths=(8, 16), query_per_class=2,
                                    train_per_class=8, val_per_class=2, database_per_class=10, epochs=1, eval_every=1,

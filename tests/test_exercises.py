@@ -11,6 +11,8 @@ import torch
 
 from nhllib import exercises
 from nhllib import study as S
+from nhllib.study import execution as E
+from nhllib.study.scoreboard import judge_scoreboard
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = REPO / "notebooks" / "solutions" / "05_exercises_solutions.py"
@@ -97,8 +99,9 @@ def test_load_solutions_errors(tmp_path, monkeypatch):
 
 
 def _board(passed: list[bool], message: str = "not implemented yet: write the function above") -> dict:
-    return {"answers": "notebook", "results": [{"exercise": name, "passed": ok, "message": message}
-                                               for name, ok in zip(exercises.exercise_names(), passed)]}
+    return {"answers": "notebook", "expected": list(exercises.exercise_names()),
+            "results": [{"exercise": name, "passed": ok, "message": message}
+                        for name, ok in zip(exercises.exercise_names(), passed)]}
 
 
 def test_judge_scoreboard_from_a_saved_grader(tmp_path, solutions):
@@ -109,24 +112,24 @@ def test_judge_scoreboard_from_a_saved_grader(tmp_path, solutions):
         path = grader.save_scoreboard(tmp_path / f"{expect}.json")
         board = json.loads(path.read_text())
         assert board["answers"] == ("solutions" if answers else "notebook") and len(board["results"]) == 5
-        assert exercises.judge_scoreboard(board, expect) == []
+        assert judge_scoreboard(board, expect) == []
         other = "blank" if expect == "pass" else "pass"
-        assert len(exercises.judge_scoreboard(board, other)) == 5  # the same board judged the other way fails
+        assert len(judge_scoreboard(board, other)) == 5  # the same board judged the other way fails
 
 
 def test_judge_scoreboard_names_what_is_wrong():
     failing = _board([True, True, False, True, True], "expected ...")
-    assert exercises.judge_scoreboard(failing, "pass") == ["prefix_codes fails on the solutions: expected ..."]
+    assert judge_scoreboard(failing, "pass") == ["prefix_codes fails on the solutions: expected ..."]
     passing_blank = _board([False, True, False, False, False])
-    assert exercises.judge_scoreboard(passing_blank, "blank") == ["average_precision passes a blank answer"]
+    assert judge_scoreboard(passing_blank, "blank") == ["average_precision passes a blank answer"]
     crashed = _board([False] * 5)
     crashed["results"][4]["message"] = "your function raised TypeError: bad"
-    assert exercises.judge_scoreboard(crashed, "blank") == [
+    assert judge_scoreboard(crashed, "blank") == [
         "csq_loss fails a blank answer for another reason: your function raised TypeError: bad"]
     short = _board([True] * 4)
-    assert exercises.judge_scoreboard(short, "pass") == ["4 of 5 exercises were checked"]
+    assert judge_scoreboard(short, "pass") == ["4 of 5 exercises were checked"]
     with pytest.raises(ValueError, match="expect must be 'pass' or 'blank'"):
-        exercises.judge_scoreboard(short, "fail")
+        judge_scoreboard(short, "fail")
 
 
 def _fake_execute(boards: dict[str, dict | None], calls: list):
@@ -145,7 +148,7 @@ def test_the_driver_checks_the_kit_both_ways(tmp_path, monkeypatch):
     calls, lines = [], []
     task = S.AnalysisTask("smoke", tmp_path, REPO, {}, exercises=True)
     good = {"solutions": _board([True] * 5, "agrees"), "blank": _board([False] * 5)}
-    monkeypatch.setattr(S, "_execute", _fake_execute(good, calls))
+    monkeypatch.setattr(E, "_execute", _fake_execute(good, calls))
     assert S.check_exercises(task, echo=lines.append) == []
     assert calls == [("05_exercises.ipynb", "05_exercises_solutions.ipynb", True),
                      ("05_exercises.ipynb", "05_exercises_blank.ipynb", False)]
@@ -153,14 +156,14 @@ def test_the_driver_checks_the_kit_both_ways(tmp_path, monkeypatch):
     assert lines[1].startswith("[exercises] 05_exercises.ipynb with blank answers: 0 of 5 checks pass")
 
     bad = {"solutions": _board([True, False, True, True, True], "expected AP 0.5"), "blank": "crash"}
-    monkeypatch.setattr(S, "_execute", _fake_execute(bad, []))
+    monkeypatch.setattr(E, "_execute", _fake_execute(bad, []))
     failures = S.check_exercises(task, echo=lines.append)
     assert failures == [
         "05_exercises.ipynb with the solutions: average_precision fails on the solutions: expected AP 0.5",
         "05_exercises.ipynb with blank answers: the notebook failed: NameError: name 'grader' is not defined"]
     assert "FAILED" in lines[2] and "05_exercises_solutions.ipynb" in lines[2]
 
-    monkeypatch.setattr(S, "_execute", _fake_execute({"solutions": None, "blank": good["blank"]}, []))
+    monkeypatch.setattr(E, "_execute", _fake_execute({"solutions": None, "blank": good["blank"]}, []))
     assert S.check_exercises(task, echo=lines.append) == [
         "05_exercises.ipynb with the solutions: the notebook wrote no scoreboard_solutions.json"]
 

@@ -221,7 +221,7 @@ def test_find_run_names_what_is_missing(tmp_path):
 
 def test_find_run_picks_the_main_lambda(tmp_path):
     from nhllib.config import RunConfig
-    from nhllib.results import COMPLETE_MARKER
+    from nhllib.results import RunStore
 
     made = {}
     for lam in (1.0, 1.0, 0.1):  # two runs at λ = 1 (seeds 0, 1) make it the main λ
@@ -231,7 +231,7 @@ def test_find_run_picks_the_main_lambda(tmp_path):
         folder = tmp_path / "s" / cfg.run_id
         folder.mkdir(parents=True)
         (folder / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "device": "cpu"}))
-        (folder / COMPLETE_MARKER).write_text("{}")
+        RunStore(tmp_path, "s", cfg.run_id).mark_complete()  # its marker records config.json
         made[(seed, lam)] = folder
     assert find_run(tmp_path, "s", "csq", "nhl", 0) == made[(0, 1.0)]
 

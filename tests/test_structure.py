@@ -101,11 +101,11 @@ def test_old_run_folders_load_in_the_run_table(tmp_path):
     folder = tmp_path / "smoke" / LAYOUT_1_RUN_ID
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"config": LAYOUT_1, "device": "cpu"}))
-    (folder / results.COMPLETE_MARKER).write_text("{}")
+    results.RunStore(tmp_path, "smoke", LAYOUT_1_RUN_ID).mark_complete()  # a marker recording config.json
     new = RunConfig.from_dict({**LAYOUT_1, "seed": 1})
     (tmp_path / "smoke" / new.run_id).mkdir()
     (tmp_path / "smoke" / new.run_id / "config.json").write_text(json.dumps({"config": new.to_dict()}))
-    (tmp_path / "smoke" / new.run_id / results.COMPLETE_MARKER).write_text("{}")
+    results.RunStore(tmp_path, "smoke", new.run_id).mark_complete()
     runs = results.load_runs(tmp_path, "smoke").set_index("run_id")
     assert runs.loc[LAYOUT_1_RUN_ID, "batch_size"] == 32 and runs.loc[new.run_id, "batch_size"] == 32
     assert runs.loc[new.run_id, "code_lengths"] == "8-16-32"

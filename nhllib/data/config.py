@@ -53,7 +53,7 @@ class DataConfig:
         check_positive_int("train_per_class", self.train_per_class, maximum=MAX_PER_CLASS)
         check_int("val_per_class", self.val_per_class, maximum=MAX_PER_CLASS)
         check_optional(check_positive_int, "database_per_class", self.database_per_class, maximum=MAX_PER_CLASS)
-        check_int("split_seed", self.split_seed)
+        check_int("split_seed", self.split_seed, maximum=2**32 - 1)  # as RunConfig's seed (MAX_SEED)
         check_optional(check_positive_int, "image_size", self.image_size, maximum=MAX_IMAGE_SIDE)
         check_optional(check_positive_int, "resize_size", self.resize_size, maximum=MAX_IMAGE_SIDE)
         check_positive_int("batch_size", self.batch_size, maximum=MAX_BATCH)

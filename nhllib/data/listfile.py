@@ -160,8 +160,15 @@ class ListFileDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int]:
         entry = int(self.entries[index])
-        with Image.open(self.root / self.list_file.images[entry]) as img:
-            image = self.transform(img.convert("RGB"))
+        path = self.root / self.list_file.images[entry]
+        try:
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")  # decodes now: a truncated or corrupt file fails here
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+            line = self.list_file.line_numbers[entry]
+            raise ValueError(f"{path} (line {line} of {self.list_file.path}): not a readable image "
+                             f"({type(err).__name__}: {err}); replace the file or drop its line") from None
+        image = self.transform(rgb)
         return image, self.labels[index], index
 
 

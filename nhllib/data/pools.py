@@ -86,7 +86,12 @@ def _fashion_files(folder: Path) -> dict[str, Path] | None:
 
 
 def _read_fashion(files: dict[str, Path]) -> ImagePool:
-    images = np.concatenate([read_idx(files["train_images"]), read_idx(files["test_images"])])
+    parts = {key: read_idx(files[key]) for key in ("train_images", "test_images")}
+    for key, part in parts.items():  # checked per file: np.concatenate would fail naming neither
+        if part.ndim != 3 or part.shape[1:] != (28, 28) or part.dtype != np.uint8:
+            raise ValueError(f"{files[key]}: holds images of shape {part.shape[1:]} ({part.dtype}); Fashion-MNIST "
+                             f"images are uint8 28x28 (IDX shape (N, 28, 28)); replace the file")
+    images = np.concatenate([parts["train_images"], parts["test_images"]])
     label_parts = [read_idx(files["train_labels"]), read_idx(files["test_labels"])]
     labels = np.concatenate(label_parts).astype(np.int64)
     if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels):
