@@ -83,7 +83,9 @@ def build_run(cfg: RunConfig, progress: bool = True, ctx: DistContext | None = N
     seed_everything(cfg.seed)
     if distributed and not ctx.is_main:
         barrier()  # rank 0 builds first: it may write the split file the others then read
-    data = load_data(cfg.data, shuffle_seed=cfg.seed)
+    # The fed device: in-memory sets move to the device once and build their batches there (gather, resize,
+    # normalise); list-file sets decode in DataLoader workers into pinned memory.
+    data = load_data(cfg.data, shuffle_seed=cfg.seed, device=device)
     if distributed and ctx.is_main:
         barrier()
     backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained, in_channels=data.in_channels,
