@@ -16,6 +16,7 @@ line). Job logs and submitit's pickles go to ``folder`` (``%j`` is the job id).
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -193,6 +194,9 @@ def make_executor(kind: str, *, jobs: int = 1, folder: str | Path | None = None,
     if kind == "local":
         return LocalExecutor(jobs)
     if kind in ("slurm", "submitit-local"):
+        if kind == "slurm" and shutil.which("sbatch") is None:
+            raise ValueError("--executor slurm needs Slurm (sbatch not found on PATH): run the driver on the "
+                             "cluster's login node, or try the same code path here with --executor submitit-local")
         if folder is None:
             raise ValueError(f"the {kind} executor needs a folder for its job logs")
         return SubmititExecutor(folder, slurm or SlurmOptions(), "slurm" if kind == "slurm" else "local", name)

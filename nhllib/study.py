@@ -516,6 +516,16 @@ def _run_locked(profile: Profile, results_root: Path, cwd: Path, analysis_only: 
         raise Interrupted(signal.SIGTERM)
     analysis = AnalysisTask(profile.study, results_root, cwd, profile.analysis, profile.exercises)
     marker = results_root / profile.study / ANALYSIS_MARKER
+    # --- analysis-current hook (issue 24, nhllib.preflight): a cluster pass that trained nothing new skips the job
+    from nhllib.preflight import analysis_is_current
+    from nhllib.results import COMPLETE_MARKER
+
+    if not local and not pending and not analysis_only and analysis_is_current(
+            marker, [results_root / c.study / c.run_id for c in profile.configs], COMPLETE_MARKER):
+        echo(f"[analysis] current (no run changed since {ANALYSIS_MARKER}), skipped")
+        echo(f"study {profile.study!r}: {total} runs, {len(failures)} failure(s), {time.perf_counter() - start_all:.0f} s")
+        return failures
+    # --- end of the analysis-current hook
     marker.unlink(missing_ok=True)
     if not local:
         start = time.perf_counter()
@@ -640,6 +650,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --gpus-per-run {gpus} with --executor local gives every run GPUs 0..{gpus - 1}: "
               f"use --jobs 1", file=sys.stderr)
         return 2
+    # --- pre-flight hook (issue 24; the check lives in nhllib.preflight): data, weights, device, before any run
+    if not args.analysis_only:
+        from nhllib.preflight import PreflightError, check_study
+
+        missing = [c for c in profile.configs if RunStore(results_root, c.study, c.run_id).state != "complete"]
+        try:
+            check_study(profile.name, missing, PROJECT_ROOT, local=args.executor != "slurm", gpus_per_run=gpus)
+        except PreflightError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    # --- end of the pre-flight hook
     children = _Children()
 
     def stop(signum, _frame):
