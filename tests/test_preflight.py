@@ -148,3 +148,44 @@ def test_analysis_is_current_only_when_newer_than_every_complete_run(tmp_path):
     os.utime(runs[1] / "COMPLETE", (later - 5, later - 5))
     (runs[0] / "COMPLETE").unlink()  # an incomplete run
     assert not analysis_is_current(marker, runs, "COMPLETE")
+
+
+class _FakeCluster:
+    """A non-local executor that 'trains' by marking runs complete and counts the analysis jobs."""
+
+    kind = "slurm"
+    folder = Path("jobs")
+
+    def __init__(self) -> None:
+        from nhllib.executors import SlurmOptions
+
+        self.options = SlurmOptions(gpus_per_run=0, cpus_per_run=1)
+        self.analyses = 0
+
+    def map(self, fn, tasks):
+        from nhllib.results import COMPLETE_MARKER
+
+        for task in tasks:
+            task.output.parent.mkdir(parents=True, exist_ok=True)
+            (task.output.parent / COMPLETE_MARKER).write_text("")
+            yield task, None, 0.0
+
+    def run(self, fn, item):
+        self.analyses += 1
+        return item, None, 0.0
+
+
+def test_a_cluster_pass_that_trained_nothing_skips_a_current_analysis(tmp_path):
+    profile = S.load_profile(str(_profile(tmp_path, device="cpu")))
+    cluster, said = _FakeCluster(), []
+    assert S.run_study(profile, tmp_path / "res", executor=cluster, echo=said.append) == []
+    assert cluster.analyses == 1 and (tmp_path / "res" / "pf" / S.ANALYSIS_MARKER).is_file()
+    assert S.run_study(profile, tmp_path / "res", executor=cluster, echo=said.append) == []
+    assert cluster.analyses == 1 and any("[analysis] current" in line for line in said)
+    assert S.run_study(profile, tmp_path / "res", executor=cluster, echo=said.append, analysis_only=True) == []
+    assert cluster.analyses == 2  # asked for explicitly
+    later = time.time() + 60
+    run = tmp_path / "res" / "pf" / profile.configs[0].run_id
+    os.utime(run / "COMPLETE", (later, later))  # a run redone since
+    assert S.run_study(profile, tmp_path / "res", executor=cluster, echo=said.append) == []
+    assert cluster.analyses == 3
