@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the study: ./run_all.sh [smoke|default|full|paper|PATH.yaml] [driver options]   (default profile: default)
+# Regenerate the study: ./run_all.sh [smoke|default|full|gpu|paper|PATH.yaml] [driver options]   (default profile: default)
 #   driver options (python -m nhllib.study --help): --results DIR, --jobs N, --analysis-only, --list,
 #   --executor slurm (a Slurm job array through submitit; --partition, --gpus-per-run, --time-min, ...)
 #   Relative paths (a profile file, --results) are relative to the directory you call it from.

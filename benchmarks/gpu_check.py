@@ -1,21 +1,41 @@
-"""One-shot GPU check: device paths equal the CPU, training throughput, and 2-GPU data-parallel equivalence.
+"""One-shot GPU check: device paths equal the CPU, a real run's throughput, AMP against fp32, determinism.
 
     python benchmarks/gpu_check.py [--device cuda] [--out benchmarks/results/gpu_check.json]
     python benchmarks/gpu_check.py --device cpu --quick     # a few minutes: proves the script runs (tests do this)
 
-Sections (each recorded in the JSON, the script exits 1 if any check fails):
+Fashion-MNIST must be reachable (``--data-dir``, default ``data``: ``data/fashion-mnist/`` holding the four IDX
+files, or ``$NHL_DATA_DIR``, or the Debian package). On a fresh GPU machine: copy the four files there first.
+
+Sections (each recorded in the JSON; the script exits 1 if any check fails). What to expect on the first GPU:
 
 1. ``checks``: the parts with device paths computed on ``--device`` and on the CPU, with their largest
    differences: the mAP evaluation (every tie mode, nested codes), every loss (values and gradients), the
-   conflict rule, the cascade distillation.
-2. ``throughput``: training steps of a ``paper``-like run on synthetic 224-px images with a randomly initialised
-   ResNet-50 under AMP with ``channels_last`` (CUDA), then the small CNN at 28 px: images/s of one
-   single-length model (``separate``) and of the full NHL model (5 lengths, conflict weighting, distillation),
-   and their per-step time ratio (K = 5 single-length models cost about 5 separate steps).
-3. ``data_parallel``: with two GPUs or more, the data-parallel contract on NCCL (2 ranks with B/2 against one GPU
-   with B, :mod:`nhllib.parallel_check`); skipped, with the reason, otherwise.
+   conflict rule, the cascade distillation. Expected: every ``ok`` true.
+2. ``throughput``: the compute ceiling: training steps on synthetic images already on the device (a
+   ``paper``-like ResNet-50 at 224 px under AMP with ``channels_last``, then the small CNN at 28 px), images/s
+   of one single-length model (``separate``) and of the full NHL model (5 lengths, conflict weighting,
+   distillation), and their per-step time ratio. A real run cannot beat these numbers.
+3. ``real_run``: the same two backbones through the real path, ``load_data`` -> ``train_step``
+   (:func:`nhllib.feed_timing.feed_and_step_times`: Fashion-MNIST on the device, batches gathered, resized to
+   224 px for ResNet-50 and normalised there): ``images_per_s``, ``build_s`` (making a batch alone) against
+   ``step_s``, ``feed_share`` and ``peak_memory_gib``. Expected on CUDA: ``feed_share`` well below 1 (the
+   batch is built on the device; compare ``benchmarks/results/bench_feed.json``, measured on a CPU) and
+   ``images_per_s`` not far below ``throughput``'s; ``peak_memory_gib`` is None on a CPU.
+4. ``amp_vs_fp32``: one short real training (small CNN, NHL with 5 lengths, CSQ) under AMP and in fp32 from the
+   same seed: query mAP per length, their differences, and ``eval_s`` (one evaluation: validation and query
+   against the database). Expected: ``amp_active`` true on CUDA (false, and differences 0, on a CPU); the mAP
+   differences are those of two slightly different trainings, a few hundredths at most being ordinary; a
+   difference of several tenths means AMP breaks a loss.
+5. ``determinism``: the fp32 training twice: the largest mAP and parameter differences. Expected 0 on a CPU;
+   on CUDA non-deterministic kernels (atomic adds in backward passes) may leave small differences.
+6. ``profile_estimate``: the time of ``studies/gpu.yaml`` from ``real_run.cnn``'s step times and
+   ``amp_vs_fp32``'s evaluation time: an upper bound that assumes every run trains all its epochs (early
+   stopping ends many sooner). Copy it into the profile's header after the first run.
+7. ``data_parallel``: with two GPUs or more, the data-parallel contract on NCCL (2 ranks with B/2 against one
+   GPU with B, :mod:`nhllib.parallel_check`); skipped, with the reason, otherwise.
 
-On an H100/H200 the whole check takes about 2-4 minutes (budget: 8).
+Top level: ``device_name`` (the GPU's or the CPU's model), ``peak_memory_gib`` (the largest of the sections,
+None on a CPU), versions, ``elapsed_s``. Sized for at most 8 minutes on one H100/H200 (not yet measured).
 """
 
 from __future__ import annotations
@@ -31,14 +51,16 @@ from pathlib import Path
 import torch
 
 from nhllib.backbones import build_backbone
+from nhllib.config import RunConfig
 from nhllib.data.loader import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, InMemoryLoader
 from nhllib.distill import cascade_distillation
 from nhllib.evaluate import TIE_MODES, evaluate_nested
+from nhllib.feed_timing import LoopedBatches, feed_and_step_times
 from nhllib.losses import LOSSES, build_losses, per_length_losses
 from nhllib.model import HashingModel
 from nhllib.nested import NestedHashLayer
 from nhllib.train import train_epoch
-from nhllib.utils import synchronize
+from nhllib.utils import amp_active, synchronize
 from nhllib.weighting import ConflictAware, ConflictRule, Uniform
 
 PAPER_LENGTHS = (8, 16, 32, 64, 128)
@@ -149,7 +171,7 @@ def _throughput(device: torch.device, backbone: str, image_size: int, channels: 
     scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
 
     def run(n_steps: int) -> float:
-        loader = _Steps(InMemoryLoader(images, labels, batch, shuffle=True, transform=transform, device=device),
+        loader = LoopedBatches(InMemoryLoader(images, labels, batch, shuffle=True, transform=transform, device=device),
                         n_steps)
         synchronize(device)
         start = time.perf_counter()
@@ -158,35 +180,17 @@ def _throughput(device: torch.device, backbone: str, image_size: int, channels: 
         synchronize(device)
         return time.perf_counter() - start
 
-    run(warmup)  # cudnn autotuning, allocator, lazy initialisation
+    if warmup:
+        run(warmup)  # cudnn autotuning, allocator, lazy initialisation
     seconds = run(steps)
     return {"backbone": backbone, "image_size": image_size, "batch": batch, "code_lengths": list(lengths),
             "steps": steps, "amp": scaler is not None, "seconds": seconds, "step_s": seconds / steps,
             "images_per_s": steps * batch / seconds}
 
 
-class _Steps:
-    """Exactly ``steps`` batches from an in-memory loader, epoch after epoch."""
-
-    def __init__(self, loader: InMemoryLoader, steps: int) -> None:
-        self.loader, self.steps = loader, steps
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self):
-        done = 0
-        while done < self.steps:
-            for batch in self.loader:
-                yield batch
-                done += 1
-                if done == self.steps:
-                    return
-
-
 def throughput(device: torch.device, quick: bool) -> dict:
     if quick:  # proves the path runs; the numbers mean little
-        plans = {"resnet50": dict(backbone="resnet50", image_size=32, channels=3, batch=4, steps=1, warmup=1),
+        plans = {"resnet50": dict(backbone="resnet50", image_size=32, channels=3, batch=4, steps=1, warmup=0),
                  "cnn": dict(backbone="cnn", image_size=28, channels=1, batch=32, steps=5, warmup=2)}
     else:
         plans = {"resnet50": dict(backbone="resnet50", image_size=224, channels=3, batch=64, steps=200, warmup=20),
@@ -200,7 +204,100 @@ def throughput(device: torch.device, quick: bool) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- 3. data-parallel equivalence
+# ---------------------------------------------------------------- 3-6. a real run: feed, AMP, determinism, estimate
+
+
+def _run_config(device: torch.device, data_dir: str, quick: bool, **params) -> RunConfig:
+    sizes = (dict(query_per_class=5, train_per_class=10, val_per_class=5, database_per_class=20) if quick
+             else dict(query_per_class=100, train_per_class=500, val_per_class=100, database_per_class=None))
+    values = dict(study="gpu_check", dataset="fashion-mnist", data_dir=data_dir, device=str(device), seed=0,
+                  method="csq", batch_size=64, eval_batch_size=4096, amp=True, **sizes)
+    return RunConfig.from_dict({**values, **params})
+
+
+def real_run(device: torch.device, data_dir: str, quick: bool) -> dict:
+    """Images/s of load_data -> train_step per backbone, batch building against the step, peak memory."""
+    if quick:  # proves the path runs; the numbers mean little
+        plans = {"resnet50": dict(backbone="resnet50", image_size=32, batch_size=4, steps=1, warmup=0),
+                 "cnn": dict(backbone="cnn", batch_size=32, steps=5, warmup=2)}
+    else:
+        plans = {"resnet50": dict(backbone="resnet50", image_size=224, batch_size=64, steps=100, warmup=10),
+                 "cnn": dict(backbone="cnn", batch_size=64, steps=300, warmup=30)}
+    out = {}
+    for name, plan in plans.items():
+        steps, warmup = plan.pop("steps"), plan.pop("warmup")
+        out[name] = {
+            variant: feed_and_step_times(_run_config(device, data_dir, quick, variant=variant,
+                                                     code_lengths=lengths, **plan), steps, warmup)
+            for variant, lengths in (("separate", (PAPER_LENGTHS[-1],)), ("nhl", PAPER_LENGTHS))
+        }
+    return out
+
+
+def _short_training(device: torch.device, data_dir: str, quick: bool, amp: bool) -> dict:
+    from nhllib.experiment import build_run
+
+    cfg = _run_config(device, data_dir, quick, backbone="cnn", variant="nhl", code_lengths=PAPER_LENGTHS, amp=amp,
+                      epochs=1 if quick else 4, eval_every=1 if quick else 2, patience=0)
+    built = build_run(cfg, progress=False)
+    result = built.fit()
+    evaluations = sum(row["metric"] == "eval_time_s" for row in result.history)
+    state = {k: v.detach().float().cpu() for k, v in built.model.state_dict().items()}
+    return {"amp_active": amp_active(amp, built.device), "epochs": result.epochs_run,
+            "train_time_s": result.train_time_s, "eval_s": result.eval_time_s / max(evaluations, 1),
+            "query_map": {str(n): v for n, v in result.query_map_best.items()}, "state": state,
+            "sizes": built.data.sizes()}
+
+
+def amp_and_determinism(device: torch.device, data_dir: str, quick: bool) -> tuple[dict, dict]:
+    """The same short training under AMP and twice in fp32: mAP differences per length, parameter differences."""
+    amp = _short_training(device, data_dir, quick, amp=True)
+    fp32 = _short_training(device, data_dir, quick, amp=False)
+    again = _short_training(device, data_dir, quick, amp=False)
+    lengths = list(fp32["query_map"])
+    compared = {
+        "amp_active": amp["amp_active"], "sizes": fp32["sizes"], "epochs": fp32["epochs"],
+        "map_amp": amp["query_map"], "map_fp32": fp32["query_map"],
+        "map_diff": {n: amp["query_map"][n] - fp32["query_map"][n] for n in lengths},
+        "train_time_s": {"amp": amp["train_time_s"], "fp32": fp32["train_time_s"]},
+        "eval_s": fp32["eval_s"],
+    }
+    param_diff = max(float((fp32["state"][k] - again["state"][k]).abs().max()) for k in fp32["state"])
+    map_diff = max(abs(fp32["query_map"][n] - again["query_map"][n]) for n in lengths)
+    determinism = {"runs": 2, "max_map_diff": map_diff, "max_param_diff": param_diff,
+                   "identical": map_diff == 0.0 and param_diff == 0.0}
+    return compared, determinism
+
+
+def profile_estimate(real: dict, eval_s: float, profile: str = "gpu") -> dict:
+    """Upper bound on ``profile``'s time from the measured CNN step times: every run trains all its epochs."""
+    from dataclasses import replace
+
+    from nhllib.data import load_data
+    from nhllib.study import load_profile
+
+    configs = load_profile(profile).configs
+    num_train: dict = {}  # training images per data configuration, read from the data itself
+    total_train = total_eval = 0.0
+    for cfg in configs:
+        evaluations = 1
+        if cfg.plan.trains:
+            key = replace(cfg.data, batch_size=1, eval_batch_size=1)
+            if key not in num_train:
+                num_train[key] = load_data(key).num_train
+            per_epoch = -(-num_train[key] // cfg.data.batch_size)
+            step_s = real["cnn"]["nhl" if len(cfg.model.code_lengths) > 1 else "separate"]["step_s"]
+            total_train += cfg.training.epochs * per_epoch * step_s
+            evaluations = -(-cfg.training.epochs // cfg.training.eval_every) + 1  # and the final evaluation
+        total_eval += evaluations * eval_s
+    return {"profile": profile, "runs": len(configs), "backbones": sorted({c.model.backbone for c in configs}),
+            "train_h_at_most": total_train / 3600, "eval_h_at_most": total_eval / 3600,
+            "total_h_at_most": (total_train + total_eval) / 3600,
+            "basis": "real_run.cnn step_s (separate: 1 length, nhl: 5) x epochs x ceil(train images / batch), plus "
+                     "amp_vs_fp32.eval_s per evaluation; every run trains all its epochs (an upper bound)"}
+
+
+# ---------------------------------------------------------------- 7. data-parallel equivalence
 
 
 def data_parallel(device: torch.device) -> dict:
@@ -229,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: minutes on a CPU, to prove it runs")
+    parser.add_argument("--data-dir", default="data", help="data folder holding fashion-mnist/ (default: data)")
     parser.add_argument("--out", default="benchmarks/results/gpu_check.json")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -236,16 +334,31 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --device cuda but CUDA is not available; use --device cpu --quick to try the script",
               file=sys.stderr)
         return 2
+    from nhllib.machine import cpu_name
+
     start = time.perf_counter()
     report: dict = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "gpus_visible": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         "torch": torch.__version__, "cuda": torch.version.cuda, "quick": args.quick, "python": platform.python_version(),
     }
+    if device.type == "cuda":
+        report["device_memory_gib"] = torch.cuda.get_device_properties(device).total_memory / 2**30
+    shared: dict = {}
+
+    def amp_section() -> dict:
+        shared["amp"], shared["determinism"] = amp_and_determinism(device, args.data_dir, args.quick)
+        return shared["amp"]
+
     sections = {
         "checks": lambda: {"map": check_map(device), "losses": check_losses(device),
                            "weighting": check_weighting(device), "distillation": check_distillation(device)},
         "throughput": lambda: throughput(device, args.quick),
+        "real_run": lambda: real_run(device, args.data_dir, args.quick),
+        "amp_vs_fp32": amp_section,
+        "determinism": lambda: shared["determinism"],
+        "profile_estimate": lambda: profile_estimate(report["real_run"], report["amp_vs_fp32"]["eval_s"]),
         "data_parallel": lambda: data_parallel(device),
     }
     for name, section in sections.items():
@@ -256,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             report[name] = {"ok": False, "error": f"{type(err).__name__}: {err}"}
         report[name + "_s"] = time.perf_counter() - t0
         print(f"{name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    peaks = [v for v in _values(report.get("real_run"), "peak_memory_gib") if v is not None]
+    report["peak_memory_gib"] = max(peaks) if peaks else None
     report["elapsed_s"] = time.perf_counter() - start
     report["ok"] = all(_all_ok(report[name]) for name in sections)
     out = Path(args.out)
@@ -263,6 +378,16 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"ok": report["ok"], "elapsed_s": round(report["elapsed_s"], 1), "out": str(out)}))
     return 0 if report["ok"] else 1
+
+
+def _values(node, key: str):
+    """Every value stored under ``key`` in a nested dict."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            else:
+                yield from _values(v, key)
 
 
 if __name__ == "__main__":

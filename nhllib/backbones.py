@@ -37,9 +37,13 @@ and 2.4x the encoding throughput of (32, 64, 128), which matters for a study tha
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -150,6 +154,56 @@ def _weights_error(name: str, weights: object, exc: Exception) -> RuntimeError:
     )
 
 
+# ---------------------------------------------------------------- the weight file on disk (pre-flight)
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """Where torch.hub keeps one set of torchvision weights, and the SHA-256 prefix its name publishes."""
+
+    backbone: str
+    weights: str  # the enum member, e.g. "ResNet50_Weights.IMAGENET1K_V1"
+    url: str
+    path: Path
+
+    @property
+    def hash_prefix(self) -> str:
+        # torchvision names its files <name>-<first hex digits of the SHA-256>.pth (torch.hub's HASH_REGEX)
+        match = re.search(r"-([a-f0-9]+)\.", self.path.name)
+        return match.group(1) if match else ""
+
+
+def pretrained_weight_file(name: str, weights: str | None = None) -> WeightFile | None:
+    """The weight file ``build_backbone(name, pretrained=True)`` loads, or None for a backbone without any."""
+    builder = BACKBONES.get(name)
+    if not (isinstance(builder, partial) and builder.func is _torchvision_backbone):
+        return None
+    from torchvision import models
+
+    chosen = models.get_model_weights(name).verify(weights or DEFAULT_WEIGHTS)
+    filename = chosen.url.rsplit("/", 1)[-1]
+    return WeightFile(name, str(chosen), chosen.url, Path(torch.hub.get_dir()) / "checkpoints" / filename)
+
+
+def check_weight_file(file: WeightFile, chunk: int = 1 << 20) -> None:
+    """Raise ValueError unless ``file.path``'s SHA-256 starts with the prefix its name publishes.
+
+    torch.hub checks the hash only when it downloads; a file placed by hand is otherwise loaded as it is.
+    """
+    if not file.hash_prefix:
+        return
+    digest = hashlib.sha256()
+    with open(file.path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    if not digest.hexdigest().startswith(file.hash_prefix):
+        raise ValueError(
+            f"{file.path} is not the {file.weights} file: its SHA-256 begins {digest.hexdigest()[:len(file.hash_prefix)]}"
+            f", but torchvision publishes {file.hash_prefix} in the file name. Replace it with the file from "
+            f"{file.url}"
+        )
+
+
 def _torchvision_backbone(
     name: str,
     strip_head: Callable[[nn.Module], int],
@@ -185,6 +239,9 @@ def _torchvision_backbone(
     if chosen is not None:
         try:
             # Looked up at call time so the download function can be replaced (tests, offline mirrors).
+            cached = pretrained_weight_file(name, weights)
+            if cached is not None and cached.path.is_file():
+                check_weight_file(cached)  # torch.hub would load a wrong file under this name unchecked
             state = torch.hub.load_state_dict_from_url(chosen.url, progress=False, check_hash=True)
             model.load_state_dict(state)
         except Exception as exc:

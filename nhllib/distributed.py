@@ -268,11 +268,13 @@ class GlobalOrderBatchSampler(torch.utils.data.Sampler[list[int]]):
     order of :class:`~nhllib.data.loader.InMemoryLoader`), or the identity without shuffling; it is cut into
     batches of ``batch_size`` and each batch into ``world_size`` near-equal contiguous shares, so the ranks'
     shares, concatenated in rank order, are the single-process batch. The epoch advances when iteration
-    starts; :meth:`set_epoch` sets it (e.g. when resuming).
+    starts; :meth:`set_epoch` sets it (e.g. when resuming). With ``with_epoch`` each key is ``(epoch, index)``,
+    so a dataset can seed a sample's augmentation from them alone, the same on every rank
+    (:class:`~nhllib.data.listfile.ListFileDataset`).
     """
 
     def __init__(self, num_samples: int, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1, with_epoch: bool = False) -> None:
         check_positive_int("num_samples", num_samples)
         check_positive_int("batch_size", batch_size)
         check_positive_int("world_size", world_size)
@@ -282,6 +284,7 @@ class GlobalOrderBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.num_samples, self.batch_size = num_samples, batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
         self.rank, self.world_size = rank, world_size
+        self.with_epoch = bool(with_epoch)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -296,12 +299,22 @@ class GlobalOrderBatchSampler(torch.utils.data.Sampler[list[int]]):
             return torch.arange(self.num_samples)
         return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + int(epoch)))
 
-    def __iter__(self) -> Iterator[list[int]]:
-        order = self.order(self.epoch)
+    def __iter__(self) -> Iterator[list[int]] | Iterator[list[tuple[int, int]]]:
+        epoch = self.epoch
+        order = self.order(epoch)
         self.epoch += 1
         for b in range(len(self)):
             batch = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield batch.tensor_split(self.world_size)[self.rank].tolist()
+            share = batch.tensor_split(self.world_size)[self.rank].tolist()
+            yield [(epoch, i) for i in share] if self.with_epoch else share
+
+    def for_rank(self, rank: int, world_size: int) -> GlobalOrderBatchSampler:
+        """The same global order (seed, epoch, batches), rank ``rank``'s share of ``world_size``."""
+        sampler = GlobalOrderBatchSampler(self.num_samples, self.batch_size, shuffle=self.shuffle, seed=self.seed,
+                                          drop_last=self.drop_last, rank=rank, world_size=world_size,
+                                          with_epoch=self.with_epoch)
+        sampler.epoch = self.epoch
+        return sampler
 
 
 def check_shardable(num_samples: int, batch_size: int, world_size: int, drop_last: bool) -> None:
@@ -323,8 +336,9 @@ def shard_loader(loader: Any, rank: int, world_size: int) -> Any:
     """Rank ``rank``'s view of a training loader: its share of every global batch, in the global order.
 
     An :class:`~nhllib.data.loader.InMemoryLoader` keeps its single-process order exactly. A torch
-    ``DataLoader`` (image-file datasets) is rebuilt on :class:`GlobalOrderBatchSampler` with the generator
-    seed it was given; its order then follows the sampler (``seed + epoch``), for any number of ranks.
+    ``DataLoader`` already on a :class:`GlobalOrderBatchSampler` (the list-file training loaders) keeps its
+    sampler's order and keys, sharded; any other ``DataLoader`` is rebuilt on one with the generator seed it
+    was given, its order then following the sampler (``seed + epoch``), for any number of ranks.
     """
     from nhllib.data.loader import InMemoryLoader
 
@@ -333,15 +347,19 @@ def shard_loader(loader: Any, rank: int, world_size: int) -> Any:
     if isinstance(loader, InMemoryLoader):
         return loader.sharded(rank, world_size)
     if isinstance(loader, torch.utils.data.DataLoader):
-        shuffle = isinstance(loader.sampler, torch.utils.data.RandomSampler)
-        seed = int(loader.generator.initial_seed()) if loader.generator is not None else 0
-        sampler = GlobalOrderBatchSampler(
-            len(loader.dataset), loader.batch_size, shuffle=shuffle, seed=seed, drop_last=loader.drop_last,
-            rank=rank, world_size=world_size,
-        )
+        if isinstance(loader.batch_sampler, GlobalOrderBatchSampler):
+            sampler = loader.batch_sampler.for_rank(rank, world_size)
+        else:
+            shuffle = isinstance(loader.sampler, torch.utils.data.RandomSampler)
+            seed = int(loader.generator.initial_seed()) if loader.generator is not None else 0
+            sampler = GlobalOrderBatchSampler(
+                len(loader.dataset), loader.batch_size, shuffle=shuffle, seed=seed, drop_last=loader.drop_last,
+                rank=rank, world_size=world_size,
+            )
+        prefetch = {"prefetch_factor": loader.prefetch_factor} if loader.num_workers > 0 else {}
         return torch.utils.data.DataLoader(
             loader.dataset, batch_sampler=sampler, num_workers=loader.num_workers,
-            pin_memory=loader.pin_memory, persistent_workers=loader.persistent_workers,
+            pin_memory=loader.pin_memory, persistent_workers=loader.persistent_workers, **prefetch,
         )
     raise TypeError(f"cannot shard a {type(loader).__name__}; expected an InMemoryLoader or a torch DataLoader")
 

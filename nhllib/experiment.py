@@ -39,7 +39,7 @@ from nhllib.model import HashingModel
 from nhllib.nested import NestedHashLayer, SeparateHashHeads
 from nhllib.results import CONFLICT_COLUMNS, HISTORY_COLUMNS, METRIC_COLUMNS, RunStore, write_codes
 from nhllib.train import FitResult, fit
-from nhllib.utils import git_commit, package_versions, resolve_device, seed_everything
+from nhllib.utils import amp_active, git_commit, package_versions, resolve_device, seed_everything
 from nhllib.weighting import ConflictAware, Uniform, WeightingStrategy
 
 __all__ = ["BuiltRun", "build_run", "run_experiment", "main", "HEADS"]
@@ -83,7 +83,9 @@ def build_run(cfg: RunConfig, progress: bool = True, ctx: DistContext | None = N
     seed_everything(cfg.seed)
     if distributed and not ctx.is_main:
         barrier()  # rank 0 builds first: it may write the split file the others then read
-    data = load_data(cfg.data, shuffle_seed=cfg.seed)
+    # The fed device: in-memory sets move to the device once and build their batches there (gather, resize,
+    # normalise); list-file sets decode in DataLoader workers into pinned memory.
+    data = load_data(cfg.data, shuffle_seed=cfg.seed, device=device)
     if distributed and ctx.is_main:
         barrier()
     backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained, in_channels=data.in_channels,
@@ -161,8 +163,12 @@ def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: 
     if ctx is not None and not ctx.is_main:
         built.fit()  # this rank's share of the training; rank 0 evaluates and writes
         return
+    amp = amp_active(cfg.training.amp, built.device)
+    if cfg.training.amp and not amp:
+        logger.warning("run %s: amp asked for, but inactive on %s (mixed precision runs on CUDA only); recorded as "
+                       "amp_active: false", cfg.run_id, built.device)
     store.write_json("config.json", {
-        "run_id": cfg.run_id, "config": cfg.to_dict(), "device": str(built.device),
+        "run_id": cfg.run_id, "config": cfg.to_dict(), "device": str(built.device), "amp_active": amp,
         "world_size": 1 if ctx is None else ctx.world_size, "started": started,
         "git_commit": git_commit(), "versions": package_versions(), "data": {
             "split_file": str(built.data.split_path.name) if built.data.split_path else None,

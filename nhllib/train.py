@@ -30,7 +30,7 @@ from nhllib.distributed import DataParallel, broadcast_object
 from nhllib.evaluate import encode, evaluate_nested
 from nhllib.losses import per_length_losses
 from nhllib.model import HashingModel
-from nhllib.utils import synchronize
+from nhllib.utils import amp_active, synchronize
 from nhllib.weighting import WeightingResult, WeightingStrategy
 
 __all__ = ["FitResult", "NonFiniteLossError", "fit", "train_epoch", "train_step", "evaluate_model"]
@@ -209,7 +209,7 @@ def fit(
     for loss in losses:
         loss.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if training.amp and device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda") if amp_active(training.amp, device) else None
     result = FitResult(conflicts=ConflictLog(model.code_lengths) if weighting.monitors_conflicts else None)
     selection_split = "validation" if data.validation is not None else None
     best_score, evaluations_without_gain = -float("inf"), 0

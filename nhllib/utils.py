@@ -41,6 +41,11 @@ def resolve_device(device: str = "auto") -> torch.device:
     return resolved
 
 
+def amp_active(requested: bool, device: torch.device) -> bool:
+    """Whether mixed precision is in effect: asked for and on CUDA (the only device the training step casts on)."""
+    return bool(requested) and torch.device(device).type == "cuda"
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work so that wall-clock timings measure it."""
     if device.type == "cuda":

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from .listfile import LIST_FILES, ListFileDataset, holdout_split, list_file_transform, parse_list_file
 from .loader import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, InMemoryLoader, channel_stats, one_hot
+from ..distributed import GlobalOrderBatchSampler
 from .pools import DATA_DIR_ENV, ImagePool, load_cifar10, load_fashion_mnist
 from .split import SPLIT_NAMES, SplitSpec, load_index_arrays, load_or_make_split, save_index_arrays
 from ..checks import check_int
@@ -191,21 +192,23 @@ def _build_list_dataset(req: _Build) -> HashingData:
     eval_tf = list_file_transform(False, image_size, resize_size)
     num_train = int(train_idx.size)
 
-    def make(dataset: ListFileDataset, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
-        generator = torch.Generator().manual_seed(req.order_seed) if shuffle else None
-        return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last,
-            num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),  # page-locked batches: the step's non_blocking copy overlaps
-        )
+    _warn_if_unfed(cfg, req.device)
+    options = _list_loader_options(cfg.num_workers)
 
+    def make(dataset: ListFileDataset, batch_size: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, **options)
+
+    # The training order is the global one of data-parallel training (seed + epoch) and every sample's crop and
+    # flip is seeded by (seed, epoch, index): one process and N ranks see the same batches.
+    train_set = ListFileDataset(train_list, root, train_tf, train_idx, augment_seed=req.order_seed)
+    train_order = GlobalOrderBatchSampler(num_train, cfg.batch_size, shuffle=True, seed=req.order_seed,
+                                          drop_last=_train_drop_last(num_train, cfg.batch_size), with_epoch=True)
     return HashingData(
         name=cfg.dataset,
-        train=make(ListFileDataset(train_list, root, train_tf, train_idx), True, cfg.batch_size,
-                   _train_drop_last(num_train, cfg.batch_size)),
-        validation=make(ListFileDataset(train_list, root, eval_tf, val_idx), False, cfg.eval_batch_size),
-        query=make(ListFileDataset(lists["query"], root, eval_tf), False, cfg.eval_batch_size),
-        database=make(ListFileDataset(lists["database"], root, eval_tf), False, cfg.eval_batch_size),
+        train=DataLoader(train_set, batch_sampler=train_order, **options),
+        validation=make(ListFileDataset(train_list, root, eval_tf, val_idx), cfg.eval_batch_size),
+        query=make(ListFileDataset(lists["query"], root, eval_tf), cfg.eval_batch_size),
+        database=make(ListFileDataset(lists["database"], root, eval_tf), cfg.eval_batch_size),
         num_classes=widths.pop(),
         in_channels=3,
         image_size=image_size,
@@ -213,6 +216,25 @@ def _build_list_dataset(req: _Build) -> HashingData:
         split_path=path,
         source=str(root),
     )
+
+
+#: Batches each DataLoader worker keeps ready ahead of the training step (torch's default is 2).
+PREFETCH_BATCHES = 4
+
+
+def _list_loader_options(num_workers: int) -> dict[str, Any]:
+    """Decoding in ``num_workers`` processes, ``PREFETCH_BATCHES`` ahead each, into page-locked memory on CUDA
+    (the step's ``non_blocking`` copy then overlaps the computation)."""
+    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": torch.cuda.is_available()}
+    if num_workers > 0:
+        options.update(persistent_workers=True, prefetch_factor=PREFETCH_BATCHES)
+    return options
+
+
+def _warn_if_unfed(cfg: DataConfig, device: torch.device | str | None) -> None:
+    if device is not None and torch.device(device).type == "cuda" and cfg.num_workers == 0:
+        logger.warning("%s: list-file images are decoded in the training thread (num_workers=0), so the GPU waits "
+                       "for every batch; set num_workers (e.g. the CPU cores of the run minus one)", cfg.dataset)
 
 
 #: Dataset name -> builder. List-file names are looked for in ``<data_dir>/<name>/``; ``listfile`` is any

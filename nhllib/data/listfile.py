@@ -131,10 +131,25 @@ def list_file_transform(
     return T.Compose([T.Resize(resize_size), *crop, T.ToTensor(), T.Normalize(mean, std)])
 
 
+def sample_seed(augment_seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's augmentation in one epoch: a function of these three numbers alone.
+
+    Not of the rank, the worker or the position in the batch, so one process and N data-parallel ranks crop
+    and flip every image alike (the global RNG of a rank or a worker differs from one process's).
+    """
+    words = [int(augment_seed) % 2**63, int(epoch), int(index)]
+    if words[1] < 0 or words[2] < 0:
+        raise ValueError(f"epoch and index must be non-negative, got epoch={epoch}, index={index}")
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] % 2**63)
+
+
 class ListFileDataset(Dataset):
     """Images of a list file (or a subset of its entries) as ``(image, y float multi-hot, index)``.
 
-    ``index`` is the position within this dataset (0..len-1), i.e. within the split it represents.
+    ``index`` is the position within this dataset (0..len-1), i.e. within the split it represents. A key may
+    also be ``(epoch, index)`` (what :class:`~nhllib.distributed.GlobalOrderBatchSampler` yields with
+    ``with_epoch=True``): with an ``augment_seed``, the transform then runs under the torch seed
+    :func:`sample_seed` gives, so a sample's random crop and flip depend on (seed, epoch, index) only.
     """
 
     def __init__(
@@ -144,10 +159,12 @@ class ListFileDataset(Dataset):
         transform: Callable[[Image.Image], Tensor],
         entries: np.ndarray | None = None,
         check_files: bool = True,
+        augment_seed: int | None = None,
     ) -> None:
         self.list_file = list_file
         self.root = Path(root)
         self.transform = transform
+        self.augment_seed = augment_seed
         self.entries = np.arange(len(list_file.images)) if entries is None else np.asarray(entries, dtype=np.int64)
         if self.entries.size and (self.entries.min() < 0 or self.entries.max() >= len(list_file.images)):
             raise ValueError(f"entries must index the {len(list_file.images)} lines of {list_file.path}")
@@ -158,7 +175,9 @@ class ListFileDataset(Dataset):
     def __len__(self) -> int:
         return int(self.entries.size)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (None, key)
+        index = int(index)
         entry = int(self.entries[index])
         path = self.root / self.list_file.images[entry]
         try:
@@ -168,7 +187,13 @@ class ListFileDataset(Dataset):
             line = self.list_file.line_numbers[entry]
             raise ValueError(f"{path} (line {line} of {self.list_file.path}): not a readable image "
                              f"({type(err).__name__}: {err}); replace the file or drop its line") from None
-        image = self.transform(rgb)
+        if epoch is None or self.augment_seed is None:
+            image = self.transform(rgb)
+        else:
+            # torchvision's random transforms draw from torch's global generator: seed it for this sample only.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed(self.augment_seed, epoch, index))
+                image = self.transform(rgb)
         return image, self.labels[index], index
 
 

@@ -9,12 +9,13 @@ import signal
 import sys
 from pathlib import Path
 
+from nhllib.preflight import PreflightError, check_study
 from nhllib.results import RunStore
 from nhllib.study.execution import run_study
 from nhllib.study.executors import EXECUTORS, SlurmOptions, make_executor
 from nhllib.study.locks import LockedError
 from nhllib.study.processes import Children, Interrupted, stop_with_parent
-from nhllib.study.profile import Profile, available_profiles, load_profile
+from nhllib.study.profile import PROJECT_ROOT, Profile, available_profiles, load_profile
 
 __all__ = ["main", "list_runs"]
 
@@ -106,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --gpus-per-run {gpus} with --executor local gives every run GPUs 0..{gpus - 1}: "
               f"use --jobs 1", file=sys.stderr)
         return 2
+    if not args.analysis_only:  # the pre-flight: data, weights and device, before any run starts
+        missing = [c for c in profile.configs if RunStore(results_root, c.study, c.run_id).state != "complete"]
+        try:
+            check_study(profile.name, missing, PROJECT_ROOT, local=args.executor != "slurm", gpus_per_run=gpus)
+        except PreflightError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     children = Children()
 
     def stop(signum, _frame):

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from nhllib.config import RunConfig
-from nhllib.results import RunStore, atomic_write_text
+from nhllib.preflight import analysis_is_current
+from nhllib.results import COMPLETE_MARKER, RunStore, atomic_write_text
 from nhllib.study.executors import LocalExecutor
 from nhllib.study.locks import FolderLock
 from nhllib.study.processes import Children, Interrupted
@@ -271,6 +272,12 @@ def _run_locked(profile: Profile, results_root: Path, cwd: Path, analysis_only: 
         raise Interrupted(signal.SIGTERM)
     analysis = AnalysisTask(profile.study, results_root, cwd, profile.analysis, profile.exercises)
     marker = results_root / profile.study / ANALYSIS_MARKER
+    # A cluster pass that trained nothing new would submit an analysis job that changes nothing: skip it.
+    if not local and not pending and not analysis_only and analysis_is_current(
+            marker, [results_root / c.study / c.run_id for c in profile.configs], COMPLETE_MARKER):
+        echo(f"[analysis] current (no run changed since {ANALYSIS_MARKER}), skipped")
+        echo(f"study {profile.study!r}: {total} runs, {len(failures)} failure(s), {time.perf_counter() - start_all:.0f} s")
+        return failures
     marker.unlink(missing_ok=True)
     if not local:
         start = time.perf_counter()

@@ -196,7 +196,7 @@ def make_executor(kind: str, *, jobs: int = 1, folder: str | Path | None = None,
     if kind in ("slurm", "submitit-local"):
         if kind == "slurm" and shutil.which("sbatch") is None:
             raise ValueError("--executor slurm needs Slurm (its sbatch command was not found on PATH): run it on the "
-                             "cluster's login node, or use --executor local (here) or submitit-local (the same "
+                             "cluster's login node, or use --executor local (here) or --executor submitit-local (the same "
                              "code path with local processes)")
         if folder is None:
             raise ValueError(f"the {kind} executor needs a folder for its job logs")
