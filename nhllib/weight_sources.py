@@ -28,8 +28,8 @@ def check_pretrained(value: Any) -> bool | str:
     """Return ``value`` if it is ``True``, ``False`` or one of :data:`SOURCES`."""
     if isinstance(value, bool) or (isinstance(value, str) and value in SOURCES):
         return value
-    raise ValueError(f"pretrained must be True or False or one of the weight sources {list(SOURCES)} "
-                     f"(True means {IMAGENET!r}), got {value!r}")
+    raise ValueError(f"pretrained must be True or False, got {value!r}; or the name of a weight source, one of "
+                     f"{list(SOURCES)} (True means {IMAGENET!r})")
 
 
 def weight_source(pretrained: bool | str) -> str | None:

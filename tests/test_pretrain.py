@@ -132,7 +132,7 @@ def test_new_fields_leave_existing_run_ids_alone_and_enter_them_when_set(data_di
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(pretrained="pool-fine"), "pretrained must be True or False or one of the weight sources"),
+    (dict(pretrained="pool-fine"), "pretrained must be True or False, got 'pool-fine'; or the name of a weight source"),
     (dict(pretrained="no"), "pretrained must be True or False"),
     (dict(pretrain_recipe="long"), "pretrain_recipe must be one of"),
     (dict(backbone_lr_mult=0), "backbone_lr_mult must be"),
