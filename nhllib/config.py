@@ -26,6 +26,7 @@ from nhllib.checks import (
     validate_code_lengths,
 )
 from nhllib.data.config import DataConfig
+from nhllib.weight_sources import check_pretrained
 from nhllib.results import LAYOUT, flat_config
 from nhllib.vocab import THRESHOLD_NORMS, TIE_MODES, VARIANTS, Variant
 
@@ -39,14 +40,20 @@ class ModelConfig:
     """The network: backbone and the hash layer's code lengths (the variant decides the layer's kind)."""
 
     backbone: str = "cnn"
-    pretrained: bool = False
+    # Where the backbone's weights start (nhllib.pretrain.WEIGHT_SOURCES): False (random), True or "imagenet"
+    # (torchvision's), "pool-in-domain" / "pool-coarse" (pretrained here on the pretraining pool, cached).
+    pretrained: bool | str = False
     code_lengths: tuple[int, ...] = (8, 16, 32, 64, 128)
     center_codes: bool = False  # BatchNorm1d(affine=False) on the hash outputs (code centring)
+    pretrain_recipe: str = "default"  # pool weights: the recipe they were trained with (nhllib.pretrain.RECIPES)
+    pretrain_seed: int = 0  # pool weights: the seed they were trained with
 
     def __post_init__(self) -> None:
         check_name("backbone", self.backbone)
-        check_bool("pretrained", self.pretrained)
+        check_pretrained(self.pretrained)
         check_bool("center_codes", self.center_codes)
+        check_name("pretrain_recipe", self.pretrain_recipe)
+        check_int("pretrain_seed", self.pretrain_seed)
         object.__setattr__(self, "code_lengths", validate_code_lengths(self.code_lengths))
 
 
@@ -87,6 +94,8 @@ class TrainingConfig:
     amp: bool = False
     topk: int | None = None  # mAP@topk; None: the whole database
     ties: str = "expected"
+    backbone_lr_mult: float = 1.0  # the backbone's learning rate is lr * this (fine-tuning); the head's is lr
+    freeze_backbone: bool = False  # only the hash layer trains; the backbone's weights stay as they started
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs, maximum=MAX_EPOCHS)
@@ -97,6 +106,8 @@ class TrainingConfig:
         check_bool("amp", self.amp)
         check_optional(check_positive_int, "topk", self.topk)
         check_choice("ties", self.ties, TIE_MODES)
+        check_number("backbone_lr_mult", self.backbone_lr_mult, positive=True)
+        check_bool("freeze_backbone", self.freeze_backbone)
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,9 @@ class RunConfig:
         check_choice("targets", self.hashing.targets, TARGET_MODES)
         check_choice("dataset", self.data.dataset, DATASETS)
         check_choice("backbone", self.model.backbone, BACKBONES)
+        from nhllib.pretrain import RECIPES
+
+        check_choice("pretrain_recipe", self.model.pretrain_recipe, RECIPES)
 
     @property
     def plan(self) -> RunPlan:

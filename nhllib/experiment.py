@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from nhllib.backbones import build_backbone
+from nhllib.optim_groups import FrozenBackbone
+from nhllib.pretrain import starting_backbone
 from nhllib.config import RunConfig, RunPlan
 from nhllib.data import HashingData, load_data
 from nhllib.collapse import code_health
@@ -88,8 +89,9 @@ def build_run(cfg: RunConfig, progress: bool = True, ctx: DistContext | None = N
     data = load_data(cfg.data, shuffle_seed=cfg.seed, device=device)
     if distributed and ctx.is_main:
         barrier()
-    backbone = build_backbone(cfg.model.backbone, pretrained=cfg.model.pretrained, in_channels=data.in_channels,
-                              image_size=data.image_size)
+    backbone = starting_backbone(cfg, data)  # random, torchvision's or pool-pretrained weights (cfg.model.pretrained)
+    if cfg.training.freeze_backbone:
+        backbone = FrozenBackbone(backbone)
     lengths = cfg.model.code_lengths
     # Passed only when asked for: the option is new, and a head without it keeps its old signature.
     centring = {"center": True} if cfg.model.center_codes else {}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nhllib.checks import parameter_bool
+from nhllib.weight_sources import SOURCES
 
 __all__ = ["TrainParameters", "train_parameters", "given_parameters", "bool_fields", "TRAIN_OPTIONS"]
 
@@ -92,7 +93,8 @@ def train_parameters(namespace: Mapping[str, Any], names_before: Collection[str]
     _check_known(given, (*run_names, *TRAIN_OPTIONS))
     values = {name: given[name] for name in run_names if name in given}
     for name in bool_fields():
-        if name in values:
+        # `pretrained` also takes the name of a weight source ("pool-coarse"), which stays a string
+        if name in values and not (name == "pretrained" and values[name] in SOURCES):
             values[name] = parameter_bool(name, values[name])
     config = RunConfig.from_dict(values)
     return TrainParameters(

@@ -30,6 +30,7 @@ from nhllib.distributed import DataParallel, broadcast_object
 from nhllib.evaluate import encode, evaluate_nested
 from nhllib.losses import per_length_losses
 from nhllib.model import HashingModel
+from nhllib.optim_groups import parameter_groups
 from nhllib.utils import amp_active, synchronize
 from nhllib.weighting import WeightingResult, WeightingStrategy
 
@@ -208,7 +209,7 @@ def fit(
     model.to(device)
     for loss in losses:
         loss.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+    optimizer = torch.optim.Adam(parameter_groups(model, training), lr=training.lr, weight_decay=training.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if amp_active(training.amp, device) else None
     result = FitResult(conflicts=ConflictLog(model.code_lengths) if weighting.monitors_conflicts else None)
     selection_split = "validation" if data.validation is not None else None

@@ -237,11 +237,13 @@ def _warn_if_unfed(cfg: DataConfig, device: torch.device | str | None) -> None:
                        "for every batch; set num_workers (e.g. the CPU cores of the run minus one)", cfg.dataset)
 
 
+#: Pooled dataset name -> the loader of its image pool (the datasets that have a pretraining pool).
+POOL_LOADERS: dict[str, Callable[..., ImagePool]] = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10}
+
 #: Dataset name -> builder. List-file names are looked for in ``<data_dir>/<name>/``; ``listfile`` is any
 #: other dataset in that format (pass ``root=``).
 DATASETS: dict[str, Callable[[_Build], HashingData]] = {
-    "fashion-mnist": partial(_build_pool_dataset, load_pool=load_fashion_mnist),
-    "cifar10": partial(_build_pool_dataset, load_pool=load_cifar10),
+    **{name: partial(_build_pool_dataset, load_pool=load) for name, load in POOL_LOADERS.items()},
     "imagenet100": _build_list_dataset,
     "coco": _build_list_dataset,
     "nuswide": _build_list_dataset,
