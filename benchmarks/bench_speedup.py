@@ -176,7 +176,7 @@ def bench_method(method: str, args: argparse.Namespace) -> dict:
             breakdowns[name] = step_breakdown(
                 run, batch, lambda params: torch.optim.Adam(params, lr=base.training.lr,
                                                             weight_decay=base.training.weight_decay),
-                rounds=args.breakdown_rounds)
+                rounds=args.breakdown_rounds, warmup=min(3, args.breakdown_rounds))
     run = runs["nhl"]
     report = {
         "benchmark": "bench_speedup",
