@@ -80,11 +80,18 @@ def main() -> None:
                         help="rounds of the per-step cost breakdown (0: none)")
     parser.add_argument("--tag", default="", help="suffix of the JSON file names (bench_speedup_<method>_<tag>.json)")
     parser.add_argument("--rederive", nargs="+", metavar="JSON",
-                        help="only add the fastest-epoch time-to-accuracy figures to reports written earlier")
+                        help="only recompute the derived figures (fastest-epoch time to accuracy, breakdown ratios) "
+                             "of reports written earlier")
     args = parser.parse_args()
     if args.rederive:
         for path in map(Path, args.rederive):
-            report = _with_fastest_epoch_figures(json.loads(path.read_text()))
+            report = json.loads(path.read_text())
+            if "time_to_accuracy" in report:
+                report = _with_fastest_epoch_figures(report)
+            if report.get("step_breakdown"):
+                report["breakdown_ratios"] = ceilings(report["step_breakdown"],
+                                                      [f"separate-{n}" for n in report["code_lengths"]], "nhl",
+                                                      "nhl-plain")
             path.write_text(json.dumps(report, indent=2) + "\n")
             print(_line(report), f"-> {path}")
         return

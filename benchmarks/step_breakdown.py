@@ -144,7 +144,9 @@ def ceilings(breakdowns: dict[str, dict], separate: list[str], nested: str, plai
       distillation and conflict rule of the nested step cost nothing;
     - ``ceiling_forced_losses``: Σ separate steps / (nested backbone + optimizer + Σ each length's loss alone),
       the ratio if the nested step paid only what the separate models' losses pay;
-    - ``nhl_overhead_predicted``: nested step / plain nested step − 1.
+    - ``nhl_overhead_predicted``: nested step / plain nested step − 1;
+    - ``nested_step_shares``: each part's share of the nested step, and ``loss_share_by_length``
+      each length's loss (alone) as a share of it.
     """
     med = {name: b["median"] for name, b in breakdowns.items()}
     separate_sum = sum(med[name]["step"] for name in separate)
@@ -154,4 +156,8 @@ def ceilings(breakdowns: dict[str, dict], separate: list[str], nested: str, plai
             "backbone_share": core / med[nested]["step"],
             "ceiling_free_losses": separate_sum / core,
             "ceiling_forced_losses": separate_sum / forced,
-            "nhl_overhead_predicted": med[nested]["step"] / med[plain]["step"] - 1}
+            "nhl_overhead_predicted": med[nested]["step"] / med[plain]["step"] - 1,
+            "nested_step_shares": {part: value / med[nested]["step"] for part, value in med[nested].items()
+                                   if part != "step"},
+            "loss_share_by_length": {length: value / med[nested]["step"]
+                                     for length, value in breakdowns[nested]["loss_per_length"].items()}}
