@@ -362,7 +362,8 @@ class MemoryBankLoss(HashLoss):
     term is their mean (0 for a batch of one sample).
 
     A subclass defines the pair term elementwise, :meth:`_pair_terms`, and the per-code term,
-    :meth:`_code_term`; the loss is ``mean(pair terms) + code term``. That split is what lets
+    :meth:`_code_term`; the loss is ``mean(pair terms) + code term``. Against a bank the mean is taken by
+    :meth:`_bank_pair_mean`, which DHN, DBDH and DSH give a hand-written backward (:mod:`.pair_means`). That split is what lets
     :meth:`nested_losses` compute every length of a nested model at once: all K inner-product
     matrices from :func:`prefix_products`, the label similarity once, and, after :meth:`nest`, one
     bank at the longest length whose first L_k columns are length k's bank (the bank of prefix
