@@ -50,48 +50,37 @@ def _log_cosh(x: Tensor) -> Tensor:
     return ax + torch.log1p(torch.exp(-2 * ax)) - math.log(2.0)
 
 
-def _pair_terms(method: str, inner: Tensor, distance: Tensor | None, similar: Tensor, m: float | None) -> Tensor:
-    if method == "dsh":
-        return similar / 2 * distance + (1 - similar) / 2 * (m - distance).clamp(min=0)
-    return logistic_pair_nll(0.5 * inner, similar)  # dhn, dbdh
+def _logistic_terms(inner: Tensor, distance: Tensor | None, similar: Tensor, m) -> Tensor:
+    return logistic_pair_nll(0.5 * inner, similar)  # DHN, DBDH
 
 
-def _code_term(method: str, u: Tensor, alpha: float, p: int = 2) -> Tensor:
-    if method == "dsh":
-        return alpha * (1 - u.abs()).abs().mean()
-    if method == "dhn":
-        return alpha * _log_cosh(u.abs() - 1).mean()
-    bit_mean = u.mean(dim=1)  # dbdh
+def _contrastive_terms(inner: Tensor, distance: Tensor | None, similar: Tensor, m) -> Tensor:
+    return similar / 2 * distance + (1 - similar) / 2 * (m - distance).clamp(min=0)  # DSH
+
+
+def _balance(u: Tensor, alpha: float, p: int) -> Tensor:
+    bit_mean = u.mean(dim=1)
     return alpha * (bit_mean.abs().mean() if p == 1 else bit_mean.pow(2).mean())
+
+
+# name -> (code transform, elementwise pair terms, code term, needs distances)
+BANK_METHODS = {
+    "dbdh": (lambda u: u.clamp(min=-1, max=1), _logistic_terms, _balance, False),
+    "dhn": (lambda u: u, _logistic_terms, lambda u, alpha, p: alpha * _log_cosh(u.abs() - 1).mean(), False),
+    "dsh": (lambda u: u, _contrastive_terms, lambda u, alpha, p: alpha * (1 - u.abs()).abs().mean(), True),
+}
 
 
 def bank_loss(method: str, u: Tensor, y: Tensor, bank_u: Tensor, bank_y: Tensor, *, alpha: float = 0.1,
               m: float | None = None, p: int = 2) -> Tensor:
     """One length's loss against a bank already holding the batch (``pairs="bank"``), as computed at c9a4e60."""
-    if method == "dbdh":
-        u = u.clamp(min=-1, max=1)
+    transform, pair_terms, code_term, needs_distances = BANK_METHODS[method]
+    u = transform(u)
     inner = u @ bank_u.t()
     distance = None
-    if method == "dsh":
-        m = 2.0 * u.shape[1] if m is None else m
+    m = 2.0 * u.shape[1] if m is None else m
+    if needs_distances:
         distance = (u.pow(2).sum(dim=1, keepdim=True) + bank_u.pow(2).sum(dim=1).unsqueeze(0) - 2 * inner).clamp(min=0)
     similar = pairwise_similarity(y, bank_y).to(u.dtype)
-    return _pair_terms(method, inner, distance, similar, m).mean() + _code_term(method, u, alpha, p)
+    return pair_terms(inner, distance, similar, m).mean() + code_term(u, alpha, p)
 
-
-def batch_pair_loss(method: str, u: Tensor, y: Tensor, *, alpha: float = 0.1, m: float | None = None,
-                    p: int = 2) -> Tensor:
-    """One length's loss over the pairs i < j of the batch (``pairs="batch"``), as computed at c9a4e60."""
-    if method == "dbdh":
-        u = u.clamp(min=-1, max=1)
-    rows, cols = torch.triu_indices(u.shape[0], u.shape[0], offset=1)
-    inner = u @ u.t()
-    distance = None
-    if method == "dsh":
-        m = 2.0 * u.shape[1] if m is None else m
-        squares = u.pow(2).sum(dim=1)
-        distance = (squares[rows] + squares[cols] - 2 * inner[rows, cols]).clamp(min=0)
-    similar = pairwise_similarity(y, y).to(u.dtype)[rows, cols]
-    terms = _pair_terms(method, inner[rows, cols], distance, similar, m)
-    pair = terms.sum(dim=0) if terms.shape[0] == 0 else terms.mean(dim=0)
-    return pair + _code_term(method, u, alpha, p)

@@ -118,8 +118,7 @@ def test_bank_loss_nested_equals_the_autograd_pair_terms_length_by_length(name, 
     index = torch.randperm(NUM_TRAIN, generator=g)[:batch]
     values = per_length_losses(losses, [leaf[:, :n] for n in LENGTHS], y, index)
     bank_u, bank_y = losses[-1].U, losses[-1].Y
-    expected = torch.stack([ref.bank_loss(name, leaf[:, :n], y, bank_u[:, :n], bank_y, m=losses[k].m)
-                            if name == "dsh" else ref.bank_loss(name, leaf[:, :n], y, bank_u[:, :n], bank_y)
+    expected = torch.stack([ref.bank_loss(name, leaf[:, :n], y, bank_u[:, :n], bank_y, m=getattr(losses[k], "m", None))
                             for k, n in enumerate(LENGTHS)])
     torch.testing.assert_close(values, expected, **TOL)
     for grad, expected_grad in zip(_grads(values, leaf), _grads(expected, leaf)):
