@@ -89,9 +89,7 @@ def main() -> None:
             if "time_to_accuracy" in report:
                 report = _with_fastest_epoch_figures(report)
             if report.get("step_breakdown"):
-                report["breakdown_ratios"] = ceilings(report["step_breakdown"],
-                                                      [f"separate-{n}" for n in report["code_lengths"]], "nhl",
-                                                      "nhl-plain")
+                report["breakdown_ratios"] = ceilings(report["step_breakdown"])
             path.write_text(json.dumps(report, indent=2) + "\n")
             print(_line(report), f"-> {path}")
         return
@@ -216,7 +214,7 @@ def bench_method(method: str, args: argparse.Namespace) -> dict:
         "step_breakdown_note": "seconds per part of one step, each part timed alone on one batch in interleaved "
                                "rounds (benchmarks/step_breakdown.py); median and min over the rounds",
         "step_breakdown": breakdowns,
-        "breakdown_ratios": ceilings(breakdowns, separate, "nhl", "nhl-plain") if breakdowns else None,
+        "breakdown_ratios": ceilings(breakdowns) if breakdowns else None,
     }
     if args.steps is not None:
         return report
@@ -269,7 +267,8 @@ def _time_to_accuracy(val_map: list[dict[int, float]], seconds: list[float], med
 
 def _line(report: dict) -> str:
     ratios = report.get("breakdown_ratios") or {}
-    ceiling = f"  ceiling {ratios['ceiling_free_losses']:.2f}x" if ratios else ""
+    ceiling = (f"  predicted {ratios['predicted']:.2f}x, forced-loss ceiling {ratios['ceiling_forced_losses']:.2f}x"
+               if ratios else "")
     if "time_to_accuracy" not in report:
         return (f"{report['method']:6s}  {report['speedup_separate_over_nhl']:.2f}x  "
                 f"{report['speedup_separate_over_nhl_fastest_epochs']:.2f}x  (no time to accuracy)  "

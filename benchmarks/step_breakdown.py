@@ -135,29 +135,38 @@ def step_breakdown(run, batch, optimizer_factory: Callable, rounds: int = 15, wa
     return out
 
 
-def ceilings(breakdowns: dict[str, dict], separate: list[str], nested: str, plain: str) -> dict:
-    """Speed-up figures the breakdowns imply (medians), for the nested model ``nested`` against ``separate``.
+def ceilings(breakdowns: dict[str, dict], nested: str = "nhl", plain: str = "nhl-plain") -> dict:
+    """The speed-ups the nested model's own breakdown (medians) implies.
 
-    - ``predicted``: Σ separate steps / nested step (what the interleaved epochs should show, batch loading aside);
-    - ``backbone_share``: the nested step's share spent in its backbone and optimizer;
-    - ``ceiling_free_losses``: Σ separate steps / (nested backbone + optimizer), the ratio if the losses,
-      distillation and conflict rule of the nested step cost nothing;
-    - ``ceiling_forced_losses``: Σ separate steps / (nested backbone + optimizer + Σ each length's loss alone),
-      the ratio if the nested step paid only what the separate models' losses pay;
-    - ``nhl_overhead_predicted``: nested step / plain nested step − 1;
-    - ``nested_step_shares``: each part's share of the nested step, and ``loss_share_by_length``
-      each length's loss (alone) as a share of it.
+    The models' breakdowns are timed one model after another, so the load may change between them; these figures
+    use the nested model's rounds alone. A single-length model of length k is estimated as the nested model's
+    backbone + optimizer (``core``: the same network, its head differs by one small matrix) + length k's loss
+    timed alone, so the K separate models cost ``Σ_k (core + loss_k)``:
+
+    - ``nested_step_shares``: each part's share of the nested step's parts (``other``, the glue, against the
+      same sum); ``loss_share_by_length``: each length's loss, timed alone, against that sum;
+    - ``backbone_share``: core / the nested step's parts;
+    - ``ceiling_free_losses``: Σ_k (core + loss_k) / core, if the nested step's losses, distillation and
+      conflict rule cost nothing (above K: the separate models still pay their losses);
+    - ``ceiling_forced_losses``: Σ_k (core + loss_k) / (core + Σ_k loss_k), if the nested step paid each
+      length's loss as a single-length model does and nothing more, the work a loss that cannot share its
+      elementwise terms between lengths forces;
+    - ``predicted``: Σ_k (core + loss_k) / the nested step's parts (its losses as fused, the distillation and
+      the conflict rule included);
+    - ``nhl_overhead_predicted``: the nested step's parts over the plain nested step's, − 1.
     """
-    med = {name: b["median"] for name, b in breakdowns.items()}
-    separate_sum = sum(med[name]["step"] for name in separate)
-    core = med[nested]["backbone"] + med[nested]["optimizer"]
-    forced = core + sum(breakdowns[nested]["loss_per_length"].values())
-    return {"predicted": separate_sum / med[nested]["step"],
-            "backbone_share": core / med[nested]["step"],
-            "ceiling_free_losses": separate_sum / core,
-            "ceiling_forced_losses": separate_sum / forced,
-            "nhl_overhead_predicted": med[nested]["step"] / med[plain]["step"] - 1,
-            "nested_step_shares": {part: value / med[nested]["step"] for part, value in med[nested].items()
-                                   if part != "step"},
-            "loss_share_by_length": {length: value / med[nested]["step"]
-                                     for length, value in breakdowns[nested]["loss_per_length"].items()}}
+    med = breakdowns[nested]["median"]
+    alone = breakdowns[nested]["loss_per_length"]
+    loss_side = ("losses", "distillation", "conflict_rule")
+    parts_total = sum(med[part] for part in ("backbone", *loss_side, "optimizer"))
+    plain_med = breakdowns[plain]["median"]
+    plain_total = sum(plain_med[part] for part in ("backbone", *loss_side, "optimizer"))
+    core = med["backbone"] + med["optimizer"]
+    separate = sum(core + value for value in alone.values())
+    return {"nested_step_shares": {part: value / parts_total for part, value in med.items() if part != "step"},
+            "loss_share_by_length": {length: value / parts_total for length, value in alone.items()},
+            "backbone_share": core / parts_total,
+            "ceiling_free_losses": separate / core,
+            "ceiling_forced_losses": separate / (core + sum(alone.values())),
+            "predicted": separate / parts_total,
+            "nhl_overhead_predicted": parts_total / plain_total - 1}
