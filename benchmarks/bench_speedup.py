@@ -78,6 +78,8 @@ def main() -> None:
                         help="train only this many steps per epoch and skip the validation mAP (no time to accuracy)")
     parser.add_argument("--breakdown-rounds", type=int, default=15,
                         help="rounds of the per-step cost breakdown (0: none)")
+    parser.add_argument("--breakdown-of", choices=("all", "nested"), default="all",
+                        help="the models whose step is broken down (nested: nhl-plain and nhl, what the ratios use)")
     parser.add_argument("--tag", default="", help="suffix of the JSON file names (bench_speedup_<method>_<tag>.json)")
     parser.add_argument("--rederive", nargs="+", metavar="JSON",
                         help="only recompute the derived figures (fastest-epoch time to accuracy, breakdown ratios) "
@@ -178,10 +180,12 @@ def bench_method(method: str, args: argparse.Namespace) -> dict:
     if args.breakdown_rounds > 0:
         batch = next(iter(runs["nhl"].data.train))
         for name, run in runs.items():
+            if args.breakdown_of == "nested" and name not in ("nhl-plain", "nhl"):
+                continue
             breakdowns[name] = step_breakdown(
                 run, batch, lambda params: torch.optim.Adam(params, lr=base.training.lr,
                                                             weight_decay=base.training.weight_decay),
-                rounds=args.breakdown_rounds, warmup=min(3, args.breakdown_rounds))
+                rounds=args.breakdown_rounds, warmup=1 if args.breakdown_rounds <= 3 else 3)
     run = runs["nhl"]
     report = {
         "benchmark": "bench_speedup",
