@@ -31,8 +31,8 @@ registered method in one invocation, one after the other; ``--tag`` adds a suffi
 
 Where users train (no validation mAP, a few steps per epoch, so no time to accuracy):
 
-    python benchmarks/bench_speedup.py --backbone resnet50 --image-size 224 --batch-size 8 --steps 3 --epochs 2 \
-        --breakdown-rounds 3 --tag resnet50_224
+    python benchmarks/bench_speedup.py --backbone resnet50 --image-size 224 --batch-size 8 --steps 2 --epochs 2 \
+        --breakdown-rounds 2 --breakdown-of nested --tag resnet50_224
 """
 
 from __future__ import annotations
