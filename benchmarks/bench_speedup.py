@@ -19,16 +19,28 @@ Two figures per method:
   the five separate models' sum over the NHL model's. Also costed at each model's fastest epoch, the figure
   to trust when other jobs stall most epochs (``--rederive`` adds it to reports written before it existed).
 
+Each JSON also holds the **per-step cost breakdown** of every model (:mod:`step_breakdown`: backbone forward and
+backward, each length's loss forward and backward, distillation, conflict rule, optimizer step, measured part by
+part on one batch) and the speed-up ceilings it implies (``breakdown_ratios``), and the machine's load averages
+before and after (``load_average``), since the machine may be shared.
+
 Writes one JSON per method, ``benchmarks/results/bench_speedup_<method>.json`` (with ``--method all``, every
-registered method in one invocation, one after the other).
+registered method in one invocation, one after the other; ``--tag`` adds a suffix to the file name).
 
     python benchmarks/bench_speedup.py [--epochs 10] [--method csq|all|dsh,dtsh] [--out-dir DIR]
+
+Where users train (no validation mAP, a few steps per epoch, so no time to accuracy):
+
+    python benchmarks/bench_speedup.py --backbone resnet50 --image-size 224 --batch-size 8 --steps 2 --epochs 2 \
+        --breakdown-rounds 2 --breakdown-of nested --tag resnet50_224
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import platform
 import statistics
 import time
@@ -43,6 +55,7 @@ from nhllib.machine import cpu_name
 from nhllib.train import evaluate_model, train_epoch
 from nhllib.utils import synchronize
 from nhllib.weighting import Uniform
+from step_breakdown import ceilings, step_breakdown
 
 LENGTHS = (8, 16, 32, 64, 128)
 #: A model counts as trained once its validation mAP reaches this share of its own best.
@@ -58,12 +71,27 @@ def main() -> None:
     parser.add_argument("--database-per-class", type=int, default=200,
                         help="database images per class for the validation mAP (the training split is unchanged)")
     parser.add_argument("--out-dir", default="benchmarks/results")
+    parser.add_argument("--backbone", default=None, help="a backbone of nhllib.backbones (default: the config's)")
+    parser.add_argument("--image-size", type=int, default=None, help="resize the images to this side")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train only this many steps per epoch and skip the validation mAP (no time to accuracy)")
+    parser.add_argument("--breakdown-rounds", type=int, default=15,
+                        help="rounds of the per-step cost breakdown (0: none)")
+    parser.add_argument("--breakdown-of", choices=("all", "nested"), default="all",
+                        help="the models whose step is broken down (nested: nhl-plain and nhl, what the ratios use)")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file names (bench_speedup_<method>_<tag>.json)")
     parser.add_argument("--rederive", nargs="+", metavar="JSON",
-                        help="only add the fastest-epoch time-to-accuracy figures to reports written earlier")
+                        help="only recompute the derived figures (fastest-epoch time to accuracy, breakdown ratios) "
+                             "of reports written earlier")
     args = parser.parse_args()
     if args.rederive:
         for path in map(Path, args.rederive):
-            report = _with_fastest_epoch_figures(json.loads(path.read_text()))
+            report = json.loads(path.read_text())
+            if "time_to_accuracy" in report:
+                report = _with_fastest_epoch_figures(report)
+            if report.get("step_breakdown"):
+                report["breakdown_ratios"] = ceilings(report["step_breakdown"])
             path.write_text(json.dumps(report, indent=2) + "\n")
             print(_line(report), f"-> {path}")
         return
@@ -74,7 +102,7 @@ def main() -> None:
     summary = []
     for method in methods:
         report = bench_method(method, args)
-        out = Path(args.out_dir) / f"bench_speedup_{method}.json"
+        out = Path(args.out_dir) / f"bench_speedup_{method}{'_' + args.tag if args.tag else ''}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
         summary.append(report)
@@ -85,8 +113,12 @@ def main() -> None:
 
 
 def bench_method(method: str, args: argparse.Namespace) -> dict:
+    load_before = os.getloadavg()
     params = dict(study="bench", method=method, data_dir=args.data_dir, device=args.device,
                   database_per_class=args.database_per_class, epochs=args.epochs)
+    for option in ("backbone", "image_size", "batch_size"):
+        if getattr(args, option) is not None:
+            params[option] = getattr(args, option)
     base = RunConfig.from_dict(params)
 
     def build(variant: str, lengths: tuple[int, ...]):
@@ -118,11 +150,17 @@ def bench_method(method: str, args: argparse.Namespace) -> dict:
                 loss.set_epoch(epoch)
             synchronize(run.device)
             start = time.perf_counter()
-            log = train_epoch(run.model, run.losses, run.data.train, optimizers[name], run.weighting, epoch,
+            loader = run.data.train if args.steps is None else list(itertools.islice(run.data.train, args.steps))
+            if args.steps is not None:  # the batches are loaded before the clock starts, as nothing else is timed
+                synchronize(run.device)
+                start = time.perf_counter()
+            log = train_epoch(run.model, run.losses, loader, optimizers[name], run.weighting, epoch,
                               run.device, distill_weight=run.plan.distill_weight)
             synchronize(run.device)
             seconds[name].append(time.perf_counter() - start)
             steps[name] += log["steps"]
+            if args.steps is not None:
+                continue
             # Not timed: the validation mAP that decides when the model is trained.
             scores = evaluate_model(run.model, run.data, run.device, run.config.training.topk,
                                     run.config.training.ties,
@@ -138,13 +176,18 @@ def bench_method(method: str, args: argparse.Namespace) -> dict:
     separate = [f"separate-{n}" for n in LENGTHS]
     separate_total = sum(totals[name] for name in separate)
     per_step = {name: totals[name] / steps[name] for name in runs}
-    to_accuracy = {name: _time_to_accuracy(val_map[name], seconds[name], median_epoch[name]) for name in runs}
-
-    def tta_ratio(nested: str, key: str) -> float:
-        return sum(to_accuracy[name][key] for name in separate) / to_accuracy[nested][key]
-
+    breakdowns = {}
+    if args.breakdown_rounds > 0:
+        batch = next(iter(runs["nhl"].data.train))
+        for name, run in runs.items():
+            if args.breakdown_of == "nested" and name not in ("nhl-plain", "nhl"):
+                continue
+            breakdowns[name] = step_breakdown(
+                run, batch, lambda params: torch.optim.Adam(params, lr=base.training.lr,
+                                                            weight_decay=base.training.weight_decay),
+                rounds=args.breakdown_rounds, warmup=1 if args.breakdown_rounds <= 3 else 3)
     run = runs["nhl"]
-    return _with_fastest_epoch_figures({
+    report = {
         "benchmark": "bench_speedup",
         "method": method, "loss_hparams": base.hashing.loss_hparams, "backbone": base.model.backbone,
         "dataset": base.data.dataset,
@@ -168,6 +211,23 @@ def bench_method(method: str, args: argparse.Namespace) -> dict:
         "nhl_overhead_fastest_epochs": fastest["nhl"] / fastest["nhl-plain"] - 1,
         "nhl_overhead_per_step_over_plain": per_step["nhl"] / per_step["nhl-plain"] - 1,
         "monitor_overhead_per_step_over_plain": per_step["nhl-plain+monitor"] / per_step["nhl-plain"] - 1,
+        "image_size": run.data.image_size, "steps_per_epoch_limit": args.steps,
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg()),
+                         "note": "os.getloadavg() (1, 5, 15 min) when this method's benchmark started and ended; the "
+                                 "machine is shared, so other jobs' load is in it"},
+        "step_breakdown_note": "seconds per part of one step, each part timed alone on one batch in interleaved "
+                               "rounds (benchmarks/step_breakdown.py); median and min over the rounds",
+        "step_breakdown": breakdowns,
+        "breakdown_ratios": ceilings(breakdowns) if breakdowns else None,
+    }
+    if args.steps is not None:
+        return report
+    to_accuracy = {name: _time_to_accuracy(val_map[name], seconds[name], median_epoch[name]) for name in runs}
+
+    def tta_ratio(nested: str, key: str) -> float:
+        return sum(to_accuracy[name][key] for name in separate) / to_accuracy[nested][key]
+
+    return _with_fastest_epoch_figures({**report,
         "validation_map_per_epoch": {name: [{str(n): v for n, v in row.items()} for row in rows]
                                      for name, rows in val_map.items()},
         "time_to_accuracy_note": f"first epoch whose validation mAP is >= {ACCURACY_SHARE} x the model's own best "
@@ -210,12 +270,19 @@ def _time_to_accuracy(val_map: list[dict[int, float]], seconds: list[float], med
 
 
 def _line(report: dict) -> str:
+    ratios = report.get("breakdown_ratios") or {}
+    ceiling = (f"  predicted {ratios['predicted']:.2f}x, forced-loss ceiling {ratios['ceiling_forced_losses']:.2f}x"
+               if ratios else "")
+    if "time_to_accuracy" not in report:
+        return (f"{report['method']:6s}  {report['speedup_separate_over_nhl']:.2f}x  "
+                f"{report['speedup_separate_over_nhl_fastest_epochs']:.2f}x  (no time to accuracy)  "
+                f"{100 * report['nhl_overhead_per_step_over_plain']:+.1f}%{ceiling}")
     return (f"{report['method']:6s}  {report['speedup_separate_over_nhl']:.2f}x  "
             f"{report['speedup_separate_over_nhl_fastest_epochs']:.2f}x  "
             f"{report['speedup_to_accuracy_separate_over_nhl']:.2f}x "
             f"[fastest {report['speedup_to_accuracy_separate_over_nhl_fastest_epochs']:.2f}x] "
             f"(nhl {report['time_to_accuracy']['nhl']['epochs']} ep)  "
-            f"{100 * report['nhl_overhead_per_step_over_plain']:+.1f}%")
+            f"{100 * report['nhl_overhead_per_step_over_plain']:+.1f}%{ceiling}")
 
 
 if __name__ == "__main__":

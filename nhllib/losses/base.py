@@ -362,7 +362,8 @@ class MemoryBankLoss(HashLoss):
     term is their mean (0 for a batch of one sample).
 
     A subclass defines the pair term elementwise, :meth:`_pair_terms`, and the per-code term,
-    :meth:`_code_term`; the loss is ``mean(pair terms) + code term``. That split is what lets
+    :meth:`_code_term`; the loss is ``mean(pair terms) + code term``. Against a bank the mean is taken by
+    :meth:`_bank_pair_mean`, which DHN, DBDH and DSH give a hand-written backward (:mod:`.pair_means`). That split is what lets
     :meth:`nested_losses` compute every length of a nested model at once: all K inner-product
     matrices from :func:`prefix_products`, the label similarity once, and, after :meth:`nest`, one
     bank at the longest length whose first L_k columns are length k's bank (the bank of prefix
@@ -406,6 +407,19 @@ class MemoryBankLoss(HashLoss):
         """The weighted per-code term (quantisation, balance) of the transformed codes, 0-dim."""
         raise NotImplementedError
 
+    def _bank_pair_mean(self, inner: Tensor, code_squares: Tensor | None, bank_squares: Tensor | None,
+                        similar: Tensor, **hparams) -> Tensor:
+        """The mean of :meth:`_pair_terms` over the batch × bank block, 0-dim.
+
+        ``code_squares`` (B, 1) and ``bank_squares`` (N,) are the squared norms (None unless
+        :attr:`needs_distances`). This default builds the distances and the terms under autograd; a subclass
+        may return the same mean with a hand-written backward (:mod:`nhllib.losses.pair_means`).
+        """
+        distance = None
+        if self.needs_distances:
+            distance = (code_squares + bank_squares.unsqueeze(0) - 2 * inner).clamp(min=0)
+        return self._pair_terms(inner, distance, similar, **hparams).mean()
+
     # ---------------------------------------------------------------- one length
 
     def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
@@ -413,13 +427,12 @@ class MemoryBankLoss(HashLoss):
         hparams = {name: getattr(self, name) for name in self.pair_hparams}
         if self.pairs == "bank":
             bank_u, bank_y = self._bank(u, y, index)
-            inner = u @ bank_u.t()
-            distance = None
+            code_squares = bank_squares = None
             if self.needs_distances:
-                distance = (u.pow(2).sum(dim=1, keepdim=True) + bank_u.pow(2).sum(dim=1).unsqueeze(0)
-                            - 2 * inner).clamp(min=0)
+                code_squares, bank_squares = u.pow(2).sum(dim=1, keepdim=True), bank_u.pow(2).sum(dim=1)
             similar = pairwise_similarity(y, bank_y).to(u.dtype)
-            return self._pair_terms(inner, distance, similar, **hparams).mean() + self._code_term(u)
+            pair = self._bank_pair_mean(u @ bank_u.t(), code_squares, bank_squares, similar, **hparams)
+            return pair + self._code_term(u)
         rows, cols = _upper_pairs(u.shape[0], u.device)
         inner = u @ u.t()
         distance = None
@@ -518,12 +531,10 @@ class MemoryBankLoss(HashLoss):
                                           for a, b in _chunk_bounds(widths)]).cumsum(0)
             # The elementwise work length by length: (B, N) matrices stay in cache, a (K, B, N) stack does not.
             for k, (loss, u) in enumerate(zip(losses, codes)):
-                distance = None
-                if bank_norms is not None:
-                    distance = (u.pow(2).sum(dim=1, keepdim=True) + bank_norms[k].unsqueeze(0)
-                                - 2 * inner[k]).clamp(min=0)
+                code_squares = None if bank_norms is None else u.pow(2).sum(dim=1, keepdim=True)
                 hparams = {name: getattr(loss, name) for name in cls.pair_hparams}
-                pair.append(loss._pair_terms(inner[k], distance, similar, **hparams).mean())
+                pair.append(loss._bank_pair_mean(inner[k], code_squares, None if bank_norms is None else bank_norms[k],
+                                                 similar, **hparams))
         else:
             rows, cols = _upper_pairs(longest.shape[0], longest.device)
             similar = pairwise_similarity(y, y).to(longest.dtype)[rows, cols]

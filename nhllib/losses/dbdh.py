@@ -22,6 +22,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from .base import MemoryBankLoss, check_float, logistic_pair_nll
+from .pair_means import logistic_pair_mean
 
 
 class DBDHLoss(MemoryBankLoss):
@@ -43,6 +44,10 @@ class DBDHLoss(MemoryBankLoss):
 
     def _pair_terms(self, inner: Tensor, distance: Tensor | None, similar: Tensor) -> Tensor:
         return logistic_pair_nll(0.5 * inner, similar)
+
+    def _bank_pair_mean(self, inner: Tensor, code_squares: Tensor | None, bank_squares: Tensor | None,
+                        similar: Tensor) -> Tensor:
+        return logistic_pair_mean(inner, similar, 0.5)
 
     def _code_term(self, u: Tensor) -> Tensor:
         bit_mean = u.mean(dim=1)

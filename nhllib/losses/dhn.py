@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .base import MemoryBankLoss, check_float, logistic_pair_nll
+from .pair_means import logistic_pair_mean
 
 
 def _log_cosh(x: Tensor) -> Tensor:
@@ -44,6 +45,10 @@ class DHNLoss(MemoryBankLoss):
 
     def _pair_terms(self, inner: Tensor, distance: Tensor | None, similar: Tensor) -> Tensor:
         return logistic_pair_nll(0.5 * inner, similar)
+
+    def _bank_pair_mean(self, inner: Tensor, code_squares: Tensor | None, bank_squares: Tensor | None,
+                        similar: Tensor) -> Tensor:
+        return logistic_pair_mean(inner, similar, 0.5)
 
     def _code_term(self, u: Tensor) -> Tensor:
         return self.alpha * _log_cosh(u.abs() - 1).mean()

@@ -25,6 +25,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from .base import MemoryBankLoss, check_float
+from .pair_means import contrastive_pair_mean
 
 
 class DSHLoss(MemoryBankLoss):
@@ -43,6 +44,10 @@ class DSHLoss(MemoryBankLoss):
 
     def _pair_terms(self, inner: Tensor, distance: Tensor | None, similar: Tensor, *, m) -> Tensor:
         return similar / 2 * distance + (1 - similar) / 2 * (m - distance).clamp(min=0)
+
+    def _bank_pair_mean(self, inner: Tensor, code_squares: Tensor | None, bank_squares: Tensor | None,
+                        similar: Tensor, *, m) -> Tensor:
+        return contrastive_pair_mean(inner, code_squares, bank_squares, similar, m)
 
     def _code_term(self, u: Tensor) -> Tensor:
         return self.alpha * (1 - u.abs()).abs().mean()
