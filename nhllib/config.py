@@ -10,7 +10,7 @@ form (notebook parameters, profile files, the ``config.json`` of runs written be
 the parts without a table. Validation happens on construction so bad parameters fail at once, naming the
 parameter and what is allowed; the checks themselves are :mod:`nhllib.checks` and the names :mod:`nhllib.vocab`
 (both torch-free), so a new kind of check is written once there. The analysis layer reads stored configurations
-through :func:`nhllib.results.flat_config` and never needs this module.
+through :func:`nhllib.layout.flat_config` and never needs this module.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from nhllib.checks import (
     validate_code_lengths,
 )
 from nhllib.data.config import DataConfig
-from nhllib.results import LAYOUT, flat_config
+from nhllib.layout import LAYOUT, flat_config
 from nhllib.vocab import THRESHOLD_NORMS, TIE_MODES, VARIANTS, Variant
 
 __all__ = [
