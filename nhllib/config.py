@@ -27,7 +27,7 @@ from nhllib.checks import (
 )
 from nhllib.data.config import DataConfig
 from nhllib.layout import LAYOUT, flat_config
-from nhllib.vocab import THRESHOLD_NORMS, TIE_MODES, VARIANTS, Variant
+from nhllib.vocab import OPTIMIZERS, THRESHOLD_NORMS, TIE_MODES, VARIANTS, Variant
 
 __all__ = [
     "RunConfig", "DataConfig", "ModelConfig", "HashingConfig", "TrainingConfig", "RunPlan", "LAYOUT",
@@ -82,6 +82,7 @@ class TrainingConfig:
     epochs: int = 30
     eval_every: int = 2
     patience: int = 3  # evaluations without a better validation mAP before stopping; 0 disables
+    optimizer: str = "adam"  # nhllib.vocab.OPTIMIZERS
     lr: float = 1e-3
     weight_decay: float = 1e-5
     amp: bool = False
@@ -92,6 +93,7 @@ class TrainingConfig:
         check_positive_int("epochs", self.epochs, maximum=MAX_EPOCHS)
         check_positive_int("eval_every", self.eval_every, maximum=MAX_EPOCHS)
         check_int("patience", self.patience, maximum=MAX_EPOCHS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_number("lr", self.lr, positive=True)
         check_number("weight_decay", self.weight_decay)
         check_bool("amp", self.amp)

@@ -14,7 +14,7 @@ import torch
 
 from nhllib import evaluate, results
 from nhllib.config import RunConfig
-from nhllib.weighting import ConflictAware, Static, Uniform, WeightingResult, WeightingStrategy
+from nhllib.weighting import FIRST_STEP, ConflictAware, Static, Uniform, WeightingResult, WeightingStrategy
 
 PACKAGE = Path(__file__).resolve().parent.parent / "nhllib"
 STUDY_LAYER = {"experiment", "study", "results", "tables", "plots", "check_data", "config"}
@@ -200,8 +200,10 @@ def test_codes_round_trip_and_column_check(tmp_path):
 class Halves(WeightingStrategy):
     """A strategy the training step has never heard of."""
 
-    def __call__(self, objectives, shared_weight, codes=None, features=None):
-        return WeightingResult(torch.full((objectives.shape[0],), 0.5, device=objectives.device))
+    def __call__(self, objectives, shared_weight, codes=None, features=None, *, linear_grads=None,
+                 reduce_gradients=None, state=FIRST_STEP):
+        return WeightingResult(torch.full((objectives.shape[0],), 0.5, device=objectives.device),
+                               state=state.advanced())
 
 
 def _tiny_step_inputs():

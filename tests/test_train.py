@@ -205,3 +205,20 @@ def test_untrained_reference_is_the_initialised_network_evaluated_once(tmp_path,
         assert per_length[("val_map", length)] == pytest.approx(expected["validation"][length])
     history = pd.read_csv(run_dir / "history.csv")
     assert set(history["epoch"]) == {0} and "objective" not in set(history["metric"])
+
+
+def test_the_optimizer_is_chosen_by_configuration():
+    from nhllib.config import TrainingConfig
+    from nhllib.optimizers import OPTIMIZERS, build_optimizer
+    from nhllib.vocab import OPTIMIZERS as NAMES
+
+    assert tuple(OPTIMIZERS) == NAMES  # the configuration validates against the names the registry builds
+    assert TrainingConfig().optimizer == "adam"  # the default every committed result used
+    model = torch.nn.Linear(3, 2)
+    for name, cls in OPTIMIZERS.items():
+        optimizer = build_optimizer(model, name, lr=0.1, weight_decay=0.0)
+        assert type(optimizer) is cls and optimizer.defaults["lr"] == 0.1
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainingConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        build_optimizer(model, "rmsprop", lr=0.1, weight_decay=0.0)
