@@ -76,15 +76,13 @@ def test_smoke_study_through_submitit_completes_then_skips_everything(tmp_path):
     assert "submitting" not in again.stdout
 
 
-def test_a_run_with_two_devices_goes_through_torchrun(tmp_path):
+@pytest.mark.slow  # torchrun with two processes
+def test_a_run_with_two_devices_goes_through_torchrun(tmp_path, tiny_config):
     """A TrainTask with gpus=2 runs `torchrun -m nhllib.experiment` (here 2 CPU processes) and completes the run."""
-    from nhllib.config import RunConfig
     from nhllib.results import RunStore
     from nhllib.study import TrainTask, _train_parameters, train_one
 
-    cfg = RunConfig.from_dict(dict(study="t", method="csq", variant="nhl", code_lengths=(8, 16), query_per_class=2,
-                                   train_per_class=8, val_per_class=2, database_per_class=10, epochs=1, eval_every=1,
-                                   patience=0, batch_size=16, device="cpu", data_dir=str(tmp_path / "data")))
+    cfg = tiny_config(method="csq", variant="nhl", code_lengths=(8, 16), epochs=1)
     store = RunStore(tmp_path / "results", cfg.study, cfg.run_id)
     train_one(TrainTask(_train_parameters(cfg, tmp_path / "results"), store.path / "01_train.ipynb", ROOT,
                         threads=2, gpus=2))
