@@ -116,7 +116,7 @@ def test_the_variant_is_decoded_once():
     assert full.label == "csq nhl 8/16/32 seed=0 λ=0.5"
 
 
-def test_new_fields_reach_the_builders(monkeypatch, tmp_path):
+def test_new_fields_reach_the_builders(monkeypatch, tmp_path, tiny_data):
     import nhllib.experiment as experiment
 
     seen = {}
