@@ -31,6 +31,7 @@ def report():
     return compare_with_single_process(METHODS, world_size=2, device_type="cpu")
 
 
+@pytest.mark.slow  # two spawned ranks and one process per method, like the torchrun test: many seconds
 @pytest.mark.parametrize("method", METHODS)
 def test_two_ranks_train_like_one_process(report, method):
     for rank, diffs in enumerate(report[method]):

@@ -44,6 +44,7 @@ def test_local_executor_reports_every_item_in_order_with_its_error():
     assert isinstance(errors[3], ValueError) and errors[1] is None and errors[4] is None
 
 
+@pytest.mark.slow  # submitit starts a process per job
 def test_submitit_local_executor_runs_an_array_and_a_single_job(tmp_path):
     executor = SubmititExecutor(tmp_path, SlurmOptions(gpus_per_run=0, cpus_per_run=1, array_parallelism=2),
                                 cluster="local")
