@@ -29,7 +29,7 @@ from nhllib.losses import build_losses
 from nhllib.machine import cpu_name
 from nhllib.model import HashingModel
 from nhllib.nested import NestedHashLayer
-from nhllib.optim_groups import FrozenBackbone, parameter_groups
+from nhllib.optimizers import FrozenBackbone, parameter_groups
 from nhllib.train import train_step
 from nhllib.weighting import ConflictAware
 

@@ -52,9 +52,10 @@ from nhllib.config import RunConfig
 from nhllib.experiment import build_run
 from nhllib.losses import LOSSES
 from nhllib.machine import cpu_name
+from nhllib.optimizers import build_optimizer
 from nhllib.train import evaluate_model, train_epoch
 from nhllib.utils import synchronize
-from nhllib.weighting import Uniform
+from nhllib.weighting import FIRST_STEP, Uniform
 from step_breakdown import ceilings, step_breakdown
 
 LENGTHS = (8, 16, 32, 64, 128)
@@ -135,11 +136,12 @@ def bench_method(method: str, args: argparse.Namespace) -> dict:
         run.model.to(run.device)
         for loss in run.losses:
             loss.to(run.device)
-        optimizers[name] = torch.optim.Adam(run.model.parameters(), lr=base.training.lr,
-                                           weight_decay=base.training.weight_decay)
+        optimizers[name] = build_optimizer(run.model, base.training.optimizer, base.training.lr,
+                                           base.training.weight_decay)
     seconds = {name: [] for name in runs}
     val_map = {name: [] for name in runs}  # per epoch: {length: mAP}
     steps = {name: 0 for name in runs}
+    states = {name: FIRST_STEP for name in runs}  # each weighting's state, carried across epochs as fit does
     names = list(runs)
     for epoch in range(1, args.epochs + 1):
         # Rotate the order every epoch so that no model always runs in the same slot of the round.
@@ -154,8 +156,9 @@ def bench_method(method: str, args: argparse.Namespace) -> dict:
             if args.steps is not None:  # the batches are loaded before the clock starts, as nothing else is timed
                 synchronize(run.device)
                 start = time.perf_counter()
-            log = train_epoch(run.model, run.losses, loader, optimizers[name], run.weighting, epoch,
-                              run.device, distill_weight=run.plan.distill_weight)
+            log, states[name] = train_epoch(run.model, run.losses, loader, optimizers[name], run.weighting,
+                                            epoch, run.device, distill_weight=run.plan.distill_weight,
+                                            state=states[name])
             synchronize(run.device)
             seconds[name].append(time.perf_counter() - start)
             steps[name] += log["steps"]

@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 __all__ = ["check_choice", "check_int", "check_positive_int", "check_number", "check_name", "check_optional",
-           "check_bool", "check_integer", "parameter_bool", "validate_code_lengths", "BOOL_STRINGS",
+           "check_bool", "check_integer", "check_shardable", "parameter_bool", "validate_code_lengths", "BOOL_STRINGS",
            "MAX_CODE_LENGTH", "MAX_PER_CLASS", "MAX_BATCH", "MAX_EPOCHS", "MAX_IMAGE_SIDE",
            "MAX_WORKERS"]
 
@@ -149,3 +149,18 @@ def validate_code_lengths(code_lengths: Sequence[int]) -> tuple[int, ...]:
                 f"got {lengths}: {long} follows {short}"
             )
     return lengths
+
+
+def check_shardable(num_samples: int, batch_size: int, world_size: int, drop_last: bool) -> None:
+    """Every global batch must give each rank at least one sample (else a rank has nothing to forward)."""
+    if world_size == 1:
+        return
+    if batch_size < world_size:
+        raise ValueError(f"batch_size ({batch_size}) must be at least the number of ranks ({world_size}): it is "
+                         f"the global batch, split across the ranks")
+    last = num_samples % batch_size
+    if not drop_last and 0 < last < world_size:
+        raise ValueError(
+            f"the last global batch holds {last} sample(s) for {world_size} ranks (num_samples={num_samples}, "
+            f"batch_size={batch_size}); choose a batch_size that leaves 0 or at least {world_size} in it"
+        )

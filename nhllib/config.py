@@ -10,7 +10,7 @@ form (notebook parameters, profile files, the ``config.json`` of runs written be
 the parts without a table. Validation happens on construction so bad parameters fail at once, naming the
 parameter and what is allowed; the checks themselves are :mod:`nhllib.checks` and the names :mod:`nhllib.vocab`
 (both torch-free), so a new kind of check is written once there. The analysis layer reads stored configurations
-through :func:`nhllib.results.flat_config` and never needs this module.
+through :func:`nhllib.layout.flat_config` and never needs this module.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from nhllib.checks import (
     validate_code_lengths,
 )
 from nhllib.data.config import DataConfig
+from nhllib.layout import LAYOUT, flat_config
+from nhllib.vocab import OPTIMIZERS, THRESHOLD_NORMS, TIE_MODES, VARIANTS, Variant
 from nhllib.weight_sources import check_pretrained
-from nhllib.results import LAYOUT, flat_config
-from nhllib.vocab import THRESHOLD_NORMS, TIE_MODES, VARIANTS, Variant
 
 __all__ = [
     "RunConfig", "DataConfig", "ModelConfig", "HashingConfig", "TrainingConfig", "RunPlan", "LAYOUT",
@@ -89,6 +89,7 @@ class TrainingConfig:
     epochs: int = 30
     eval_every: int = 2
     patience: int = 3  # evaluations without a better validation mAP before stopping; 0 disables
+    optimizer: str = "adam"  # nhllib.vocab.OPTIMIZERS
     lr: float = 1e-3
     weight_decay: float = 1e-5
     amp: bool = False
@@ -101,6 +102,7 @@ class TrainingConfig:
         check_positive_int("epochs", self.epochs, maximum=MAX_EPOCHS)
         check_positive_int("eval_every", self.eval_every, maximum=MAX_EPOCHS)
         check_int("patience", self.patience, maximum=MAX_EPOCHS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_number("lr", self.lr, positive=True)
         check_number("weight_decay", self.weight_decay)
         check_bool("amp", self.amp)

@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from nhllib.checks import check_positive_int
+from nhllib.checks import check_positive_int, check_shardable  # noqa: F401 (re-exported)
 
 __all__ = [
     "DistContext",
@@ -315,21 +315,6 @@ class GlobalOrderBatchSampler(torch.utils.data.Sampler[list[int]]):
                                           with_epoch=self.with_epoch)
         sampler.epoch = self.epoch
         return sampler
-
-
-def check_shardable(num_samples: int, batch_size: int, world_size: int, drop_last: bool) -> None:
-    """Every global batch must give each rank at least one sample (else a rank has nothing to forward)."""
-    if world_size == 1:
-        return
-    if batch_size < world_size:
-        raise ValueError(f"batch_size ({batch_size}) must be at least the number of ranks ({world_size}): it is "
-                         f"the global batch, split across the ranks")
-    last = num_samples % batch_size
-    if not drop_last and 0 < last < world_size:
-        raise ValueError(
-            f"the last global batch holds {last} sample(s) for {world_size} ranks (num_samples={num_samples}, "
-            f"batch_size={batch_size}); choose a batch_size that leaves 0 or at least {world_size} in it"
-        )
 
 
 def shard_loader(loader: Any, rank: int, world_size: int) -> Any:

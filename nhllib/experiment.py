@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from nhllib.optim_groups import FrozenBackbone
+from nhllib.optimizers import FrozenBackbone
 from nhllib.pretrain import starting_backbone
 from nhllib.config import RunConfig, RunPlan
 from nhllib.data import HashingData, load_data
@@ -39,7 +39,7 @@ from nhllib.losses import build_losses
 from nhllib.model import HashingModel
 from nhllib.nested import NestedHashLayer, SeparateHashHeads
 from nhllib.results import CONFLICT_COLUMNS, HISTORY_COLUMNS, METRIC_COLUMNS, RunStore, write_codes
-from nhllib.train import FitResult, fit
+from nhllib.train import FitResult, evaluate_untrained, fit
 from nhllib.utils import amp_active, git_commit, package_versions, resolve_device, seed_everything
 from nhllib.weighting import ConflictAware, Uniform, WeightingStrategy
 
@@ -66,10 +66,13 @@ class BuiltRun:
     parallel: DataParallel | None = None  # data-parallel training across ranks; None: one process
 
     def fit(self) -> FitResult:
-        """Train with the run's training part and the λ its variant puts in effect."""
+        """Train with the run's training part and the λ its variant puts in effect; a variant that does not
+        train (the untrained reference) is evaluated once instead."""
+        if not self.plan.trains:
+            return evaluate_untrained(self.model, self.data, self.config.training, self.device,
+                                      parallel=self.parallel)
         return fit(self.model, self.losses, self.data, self.config.training, self.weighting, self.device,
-                   distill_weight=self.plan.distill_weight, progress=self.progress, train=self.plan.trains,
-                   parallel=self.parallel)
+                   distill_weight=self.plan.distill_weight, progress=self.progress, parallel=self.parallel)
 
 
 def build_run(cfg: RunConfig, progress: bool = True, ctx: DistContext | None = None) -> BuiltRun:
@@ -121,12 +124,10 @@ def build_run(cfg: RunConfig, progress: bool = True, ctx: DistContext | None = N
 
 def _make_data_parallel(built: BuiltRun, ctx: DistContext) -> None:
     """The hooks of data-parallel training: batch norm over the global batch, DDP, this rank's share of every
-    training batch, per-length gradients averaged over ranks before the conflict rule."""
+    training batch (the step averages the per-length gradients over ranks through ``built.parallel``)."""
     built.model = convert_sync_batchnorm(built.model, ctx.device).to(ctx.device)
     built.parallel = DataParallel(built.model, ctx)
     built.data = replace(built.data, train=shard_loader(built.data.train, ctx.rank, ctx.world_size))
-    if isinstance(built.weighting, ConflictAware):
-        built.weighting.reduce_gradients = built.parallel.reduce_gradients
 
 
 def run_experiment(cfg: RunConfig, results_root: str | Path = "results", overwrite: bool = False,
@@ -216,8 +217,8 @@ def _train_and_write(cfg: RunConfig, built: BuiltRun, store: RunStore, started: 
     store.write_rows("history.csv", result.history, HISTORY_COLUMNS)
     store.write_rows("metrics.csv", rows, METRIC_COLUMNS)
     store.write_rows("curves.csv", final.curves, list(final.curves[0]) if final.curves else ["code_length"])
-    if result.conflicts is not None:
-        store.write_rows("conflicts.csv", result.conflicts.rows, CONFLICT_COLUMNS)
+    if built.weighting.monitors_conflicts:  # an untrained run has an empty log: nothing was monitored
+        store.write_rows("conflicts.csv", [] if result.conflicts is None else result.conflicts.rows, CONFLICT_COLUMNS)
     store.write_json("timing.json", {**run_level, "train_time_per_epoch_s": result.train_time_s / max(result.epochs_run, 1)})
     if save_codes:
         _write_codes(store, final, built.model.code_lengths)

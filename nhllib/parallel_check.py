@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from nhllib.weighting import ConflictAware
+from nhllib.weighting import FIRST_STEP, ConflictAware
 
 __all__ = ["tiny_training", "compare_with_single_process", "NUM_TRAIN", "BATCH", "LENGTHS"]
 
@@ -84,11 +84,11 @@ def tiny_training(method: str, device: torch.device | str = "cpu", ctx=None) -> 
         model = convert_sync_batchnorm(model, device)
         parallel = DataParallel(model, ctx)
         loader = loader.sharded(ctx.rank, ctx.world_size)
-        weighting.reduce_gradients = parallel.reduce_gradients
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-5)
+    state = FIRST_STEP
     for epoch in range(1, EPOCHS + 1):
-        train_epoch(model, losses, loader, optimizer, weighting, epoch, device, distill_weight=DISTILL_WEIGHT,
-                    parallel=parallel)
+        _, state = train_epoch(model, losses, loader, optimizer, weighting, epoch, device,
+                               distill_weight=DISTILL_WEIGHT, parallel=parallel, state=state)
     return {
         "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "weights": torch.stack(weighting.applied),

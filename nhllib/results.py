@@ -6,7 +6,7 @@ marker ``COMPLETE``. A folder without the marker is incomplete (a crash or a kil
 is kept unless ``overwrite=True``. ``results/README.md`` documents every column.
 
 This module owns that schema: the column lists of every table, the ``codes.npz`` writer and reader, the public
-column check :func:`require_columns` and :func:`load_study`, the one loader of the analysis notebooks.
+column check :func:`require_columns`; :func:`nhllib.selection.load_study` joins the tables for the analysis.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from nhllib.layout import LAYOUT, flat_config  # the config.json layouts, re-exported
 from nhllib.retrieval.packing import as_packed
 
 __all__ = [
-    "RunStore", "RunExistsError", "load_results", "load_runs", "load_study", "Study", "complete_runs", "find_run",
+    "RunStore", "RunExistsError", "load_results", "load_runs", "complete_runs",
     "COMPLETE_MARKER", "atomic_write_text", "require_columns", "write_codes", "read_codes", "RunCodes",
     "METRIC_COLUMNS", "METRIC_KEYS", "HISTORY_COLUMNS", "CONFLICT_COLUMNS", "RUN_KEYS", "RUN_COLUMNS",
     "CONTEXT_COLUMNS", "CONFLICT_PLOT_COLUMNS", "HISTORY_PLOT_COLUMNS", "CURVE_PLOT_COLUMNS", "TRADEOFF_PLOT_COLUMNS",
@@ -64,9 +65,6 @@ CURVE_PLOT_COLUMNS = (*RUN_KEYS, "code_length", "curve", "x", "precision", "reca
 TRADEOFF_PLOT_COLUMNS = ("strategy", "ranking_bits", "ms_per_query", "bits_scanned", "map_ratio", "k", "db_size",
                          "n_queries")
 CODES_FILE = "codes.npz"
-#: Version of the ``config`` mapping in ``config.json``: 1 was one flat mapping of 33 fields (runs written before
-#: the configuration had parts); 2 nests the parts (data, model, hashing, training) and says so in ``layout``.
-LAYOUT = 2
 
 
 class RunExistsError(FileExistsError):
@@ -183,28 +181,6 @@ class RunStore:
         return check_run(self.path)
 
 
-def flat_config(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The flat form of a stored or given run configuration, whatever its layout (the layout-1 migration).
-
-    Layout 1 is already flat; layout 2 nests the parts, and no top-level field is a mapping, so every mapping
-    at the top is a part. Structural only, nothing is validated: readers of old result folders need no torch.
-    """
-    if not isinstance(values, Mapping):
-        raise ValueError(f"a run configuration must be a mapping, got {type(values).__name__}")
-    layout = values.get("layout", 1)
-    if layout not in (1, LAYOUT):
-        raise ValueError(f"unknown config layout {layout!r}; this version reads layouts 1 and {LAYOUT}")
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if key == "layout":
-            continue
-        if layout == LAYOUT and isinstance(value, Mapping):
-            flat.update(value)
-        else:
-            flat[key] = value
-    return flat
-
-
 def require_columns(frame, columns: Iterable[str], name: str) -> None:
     """Check that ``frame`` is a DataFrame with ``columns``; the error names the frame, the missing columns and
     how such a frame is made (``TypeError`` for a non-frame, ``KeyError`` for missing columns)."""
@@ -216,7 +192,7 @@ def require_columns(frame, columns: Iterable[str], name: str) -> None:
     if missing:
         raise KeyError(
             f"{name} lacks column(s) {missing}; it has {list(frame.columns)} (load tables with "
-            f"nhllib.results.load_study, or load_results and nhllib.tables.attach_runs)"
+            f"nhllib.selection.load_study, or load_results and nhllib.selection.attach_runs)"
         )
 
 
@@ -354,53 +330,3 @@ def load_runs(root: str | Path = "results", study: str | None = None):
         config.pop("loss_hparams", None)
         rows.append({"run_id": run_dir.name, **config, "study": run_dir.parent.name, "device": info.get("device")})
     return pd.DataFrame(rows)
-
-
-def find_run(results_root: str | os.PathLike, study: str, method: str, variant: str, seed: int) -> Path:
-    """The folder of the complete run of ``method`` × ``variant`` × ``seed`` at the study's main λ.
-
-    The main λ is :func:`nhllib.tables.reference_distill_weight` (runs of a λ sweep are left out). Among
-    several matching runs (e.g. different code lengths) the one with the most code lengths is taken.
-    """
-    from nhllib import tables
-
-    runs = load_runs(results_root, study)
-    matching = tables.select(runs, method=method, variant=variant, seed=seed) if not runs.empty else runs
-    if not matching.empty:
-        matching = tables.main_comparison(matching.assign(distill_weight=matching["distill_weight"].astype(float)),
-                                          tables.reference_distill_weight(runs))
-    if matching.empty:
-        have = sorted({(r.method, r.variant, int(r.seed)) for r in runs.itertuples()}) if not runs.empty else []
-        raise FileNotFoundError(
-            f"no complete run of method {method!r}, variant {variant!r}, seed {seed} in study {study!r} under "
-            f"{results_root} (at the main distillation weight); runs there (method, variant, seed): "
-            f"{have[:20]}{' ...' if len(have) > 20 else ''}"
-        )
-    order = matching.assign(_n=matching["code_lengths"].astype(str).str.count("-")).sort_values(
-        ["_n", "run_id"], ascending=[False, True])
-    if len(order) > 1:
-        logger.info("%d runs match; using %s", len(order), order["run_id"].iloc[0])
-    return Path(results_root) / study / str(order["run_id"].iloc[0])
-
-
-class Study(NamedTuple):
-    """The tables of one study, each joined to its runs' keys (:data:`RUN_KEYS`)."""
-
-    runs: Any  # one row per run (nhllib.tables.run_index: the λ in effect)
-    metrics: Any
-    history: Any
-    conflicts: Any
-    curves: Any
-
-
-def load_study(root: str | Path = "results", study: str | None = None) -> Study:
-    """Every table of the complete runs of ``study``, ready for :mod:`nhllib.tables` and :mod:`nhllib.plots`."""
-    from nhllib import tables
-
-    metrics = load_results(root, study)
-    runs = tables.run_index(metrics)
-    return Study(
-        runs=runs, metrics=metrics,
-        **{name: tables.attach_runs(load_results(root, study, f"{name}.csv"), runs)
-           for name in ("history", "conflicts", "curves")},
-    )

@@ -4,6 +4,11 @@
 run's :class:`~nhllib.config.TrainingConfig` and a distillation weight. Its pieces (``train_step``,
 ``train_epoch``, ``evaluate_model``) are separate functions so that a distributed driver can reuse them;
 ``fit`` keeps no global state and writes nothing to disk (the caller does, once, through :mod:`nhllib.results`).
+:func:`evaluate_untrained` is the other way a run can go: the initialised network evaluated once, nothing trained.
+
+One step, read top to bottom (:func:`train_step`): forward (on every rank's share, gathered when data-parallel),
+the per-length objectives O_k = ℓ_k + λ D_k, the weighting's w_k (it gets everything it may need as arguments,
+and its state from the previous step), one backward of Σ_k w_k O_k, the optimizer's step.
 
 Protocol choices (docs/reference-defects.md lists the reference's flaws they avoid):
 - model selection and early stopping on the **validation** split only (mean mAP over lengths); the query split
@@ -30,11 +35,12 @@ from nhllib.distributed import DataParallel, broadcast_object
 from nhllib.evaluate import encode, evaluate_nested
 from nhllib.losses import per_length_losses
 from nhllib.model import HashingModel
-from nhllib.optim_groups import parameter_groups
+from nhllib.optimizers import build_optimizer, parameter_groups
 from nhllib.utils import amp_active, synchronize
-from nhllib.weighting import WeightingResult, WeightingStrategy
+from nhllib.weighting import FIRST_STEP, WeightingResult, WeightingState, WeightingStrategy
 
-__all__ = ["FitResult", "NonFiniteLossError", "fit", "train_epoch", "train_step", "evaluate_model"]
+__all__ = ["FitResult", "NonFiniteLossError", "fit", "evaluate_untrained", "train_epoch", "train_step",
+           "evaluate_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,23 +105,27 @@ def train_step(
     where: tuple[int, int] = (0, 0),
     scaler: torch.amp.GradScaler | None = None,
     parallel: DataParallel | None = None,
+    state: WeightingState = FIRST_STEP,
 ) -> tuple[torch.Tensor, WeightingResult]:
     """One optimisation step on ``batch`` (already on the device); returns the detached per-length objectives
-    and the weighting's result. ``where`` is (epoch, step), named by the error if an objective is not finite.
+    and the weighting's result, whose ``state`` the next step takes as ``state``. ``where`` is (epoch, step),
+    named by the error if an objective is not finite.
 
     The one backward path: the weighting's result says where the backward starts (at the objectives, or at the
     codes when it already holds ∂O_k/∂h_k) and the step runs it, whatever the strategy. With ``parallel``
-    (data-parallel training, :mod:`nhllib.distributed`) the losses see the global batch and the backward's
-    parameter gradients are averaged over ranks; ``batch`` is this rank's share.
+    (data-parallel training, :mod:`nhllib.distributed`) the losses see the global batch, the per-length
+    gradients the weighting compares and the backward's parameter gradients are averaged over ranks; ``batch``
+    is this rank's share.
     """
     device_type = batch[0].device.type
     with torch.autocast(device_type=device_type, enabled=scaler is not None):
         objectives, codes, features = _objectives(model, losses, batch, distill_weight, parallel)
     objectives = objectives.float()
     _check_finite(objectives, model.code_lengths, *where)
-    linear_grads = model.linear_code_grads(features)  # only centred heads need it, so only they pass it
-    extra = {} if linear_grads is None else {"linear_grads": linear_grads}
-    outcome = weighting(objectives, model.shared_weight, codes=codes, features=features, **extra)
+    outcome = weighting(objectives, model.shared_weight, codes, features,
+                        linear_grads=model.linear_code_grads(features),
+                        reduce_gradients=None if parallel is None else parallel.reduce_gradients,
+                        state=state)
     optimizer.zero_grad(set_to_none=True)
     tensors, grads = outcome.backward_inputs(objectives, codes, None if scaler is None else scaler.scale)
     torch.autograd.backward(tensors, grads)
@@ -141,8 +151,10 @@ def train_epoch(
     scaler: torch.amp.GradScaler | None = None,
     progress: bool = False,
     parallel: DataParallel | None = None,
-) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean per-length objectives and the step count."""
+    state: WeightingState = FIRST_STEP,
+) -> tuple[dict[str, float], WeightingState]:
+    """One pass over ``loader``; returns the mean per-length objectives and the step count, and the weighting's
+    state after the last step (what the next epoch starts from)."""
     model.train()
     for loss in losses:
         loss.train()
@@ -157,7 +169,8 @@ def train_epoch(
     for step, batch in enumerate(iterator):
         batch = tuple(t.to(device, non_blocking=True) for t in batch)
         objectives, outcome = train_step(model, losses, batch, optimizer, weighting, distill_weight,
-                                         (epoch, step), scaler, parallel)
+                                         (epoch, step), scaler, parallel, state)
+        state = outcome.state
         if conflict_log is not None and outcome.stats is not None:
             conflict_log.add(outcome.stats, outcome.weights)
         totals += objectives
@@ -165,7 +178,7 @@ def train_epoch(
     if steps == 0:
         raise ValueError("the training loader yielded no batch; check the split sizes and batch_size")
     means = (totals / steps).cpu()
-    return {"steps": steps, **{f"objective_{length}": float(means[k]) for k, length in enumerate(lengths)}}
+    return {"steps": steps, **{f"objective_{length}": float(means[k]) for k, length in enumerate(lengths)}}, state
 
 
 def evaluate_model(model: HashingModel, data, device: torch.device, topk: int | None, ties: str,
@@ -192,15 +205,14 @@ def fit(
     *,
     distill_weight: float = 0.0,
     progress: bool = True,
-    train: bool = True,
     parallel: DataParallel | None = None,
 ) -> FitResult:
     """Train ``model`` with one loss per code length; early-stop on validation mAP; see the module docstring.
 
     ``data`` provides ``train``, ``validation`` (may be None), ``query`` and ``database`` loaders yielding
-    ``(images, multi-hot labels, index)``. ``distill_weight`` is the λ in effect (0: no distillation).
-    ``train=False`` evaluates the initialised network once, as epoch 0, and trains nothing: the reference level
-    that a trained model's mAP is read against. Returns the history, timings, conflict log and the best state.
+    ``(images, multi-hot labels, index)``. ``distill_weight`` is the λ in effect (0: no distillation); the
+    optimizer is ``training.optimizer`` (:mod:`nhllib.optimizers`). Returns the history, timings, conflict log
+    and the best state.
     With ``parallel`` (data-parallel training, :mod:`nhllib.distributed`), ``data.train`` yields this rank's share
     of each global batch, and rank 0 evaluates and shares the scores, so every rank selects and stops alike.
     """
@@ -209,25 +221,21 @@ def fit(
     model.to(device)
     for loss in losses:
         loss.to(device)
-    optimizer = torch.optim.Adam(parameter_groups(model, training), lr=training.lr, weight_decay=training.weight_decay)
+    optimizer = build_optimizer(parameter_groups(model, training), training.optimizer, training.lr,
+                                training.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if amp_active(training.amp, device) else None
     result = FitResult(conflicts=ConflictLog(model.code_lengths) if weighting.monitors_conflicts else None)
     selection_split = "validation" if data.validation is not None else None
     best_score, evaluations_without_gain = -float("inf"), 0
-    if not train:
-        scores, _ = _evaluate(model, data, device, training, result, epoch=0, parallel=parallel)
-        result.val_map_best, result.query_map_best = scores.get("validation", {}), scores["query"]
-        result.best_state = copy.deepcopy(model.state_dict())
-        return result
-
+    state = FIRST_STEP
     for epoch in range(1, training.epochs + 1):
         for loss in losses:
             loss.set_epoch(epoch)
         synchronize(device)
         start = time.perf_counter()
-        epoch_log = train_epoch(model, losses, data.train, optimizer, weighting, epoch, device,
-                                distill_weight=distill_weight, conflict_log=result.conflicts, scaler=scaler,
-                                progress=progress, parallel=parallel)
+        epoch_log, state = train_epoch(model, losses, data.train, optimizer, weighting, epoch, device,
+                                       distill_weight=distill_weight, conflict_log=result.conflicts, scaler=scaler,
+                                       progress=progress, parallel=parallel, state=state)
         synchronize(device)
         epoch_time = time.perf_counter() - start
         result.train_time_s += epoch_time
@@ -260,6 +268,18 @@ def fit(
                 result.stopped_early = True
                 logger.info("early stop at epoch %d (best epoch %d)", epoch, result.best_epoch)
                 break
+    return result
+
+
+def evaluate_untrained(model: HashingModel, data, training: TrainingConfig, device: torch.device, *,
+                       parallel: DataParallel | None = None) -> FitResult:
+    """Evaluate the initialised network once, as epoch 0, and train nothing: the reference level that a trained
+    model's mAP is read against (the ``untrained`` variant). The result has the shape :func:`fit` returns."""
+    model.to(device)
+    result = FitResult()
+    scores, _ = _evaluate(model, data, device, training, result, epoch=0, parallel=parallel)
+    result.val_map_best, result.query_map_best = scores.get("validation", {}), scores["query"]
+    result.best_state = copy.deepcopy(model.state_dict())
     return result
 
 

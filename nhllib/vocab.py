@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Variant", "VARIANTS", "REFERENCE_VARIANT", "HEAD_KINDS", "TIE_MODES", "THRESHOLD_NORMS"]
+__all__ = ["Variant", "VARIANTS", "REFERENCE_VARIANT", "HEAD_KINDS", "TIE_MODES", "THRESHOLD_NORMS", "TARGET_MODES", "OPTIMIZERS"]
 
 #: How the hash layer is built: "nested" is one NestedHashLayer (codes are prefixes of each other);
 #: "multi-head" is K unrelated linear heads on the shared backbone (the ``heads`` control).
 HEAD_KINDS = ("nested", "multi-head")
+
+#: How the per-length losses of a nested model share their targets (nhllib.losses.build_losses): derived from
+#: the longest length's ("nested") or drawn per length ("independent").
+TARGET_MODES = ("nested", "independent")
+
+#: The optimizers a run may train with (nhllib.optimizers gives each name its class); Adam is the default.
+OPTIMIZERS = ("adam", "adamw", "sgd")
 
 #: How mAP counts database items tied at the same Hamming distance (nhllib.evaluate).
 TIE_MODES = ("expected", "optimistic", "pessimistic", "index")

@@ -29,12 +29,19 @@ from torch.nn.utils.rnn import pad_sequence
 from nhllib.checks import check_positive_int, validate_code_lengths
 from nhllib.vocab import THRESHOLD_NORMS
 
+#: ∂O_k/∂h_k per length -> ∂O_k/∂z_k per length (the head's linear outputs z; code centring).
+GradMap = Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]]
+#: Stacked per-length gradients -> the same averaged over data-parallel ranks.
+GradReduce = Callable[[torch.Tensor], torch.Tensor]
+
 __all__ = [
     "ConflictStats",
     "conflict_weights",
     "ConflictRule",
     "weights_from_alpha",
     "WeightingResult",
+    "WeightingState",
+    "FIRST_STEP",
     "WeightingStrategy",
     "Uniform",
     "Static",
@@ -185,18 +192,39 @@ def _weights_from_alpha(alpha: torch.Tensor, upper: torch.Tensor,
 
 
 @dataclass(frozen=True)
+class WeightingState:
+    """What a weighting strategy carries from one step to the next; the training loop holds it, not the strategy.
+
+    ``step``: how many steps the strategy has weighted so far. ``weights``: the last weights the conflict rule
+    computed and applied (held on the steps in between when it runs every few steps), else None.
+    """
+
+    step: int = 0
+    weights: torch.Tensor | None = None
+
+    def advanced(self, weights: torch.Tensor | None = None) -> WeightingState:
+        """The state after this step: one step more, ``weights`` held (or the held ones kept)."""
+        return WeightingState(self.step + 1, self.weights if weights is None else weights)
+
+
+#: The state before the first step of a run.
+FIRST_STEP = WeightingState()
+
+
+@dataclass(frozen=True)
 class WeightingResult:
     """What a weighting strategy returns for one step.
 
     ``weights``: detached (K,) weights of the per-length objectives. ``stats``: the conflict statistics when
     they were computed this step, else None. ``code_grads``: ∂O_k/∂h_k per length when the strategy had to take
     them anyway (the conflict rule's one-pass gradients), else None; they let the step start its backward at
-    the codes instead of going through the losses a second time.
+    the codes instead of going through the losses a second time. ``state``: what the next step passes back in.
     """
 
     weights: torch.Tensor
     stats: ConflictStats | None = None
     code_grads: tuple[torch.Tensor, ...] | None = None
+    state: WeightingState = FIRST_STEP
 
     def backward_inputs(self, objectives: torch.Tensor, codes: Sequence[torch.Tensor],
                         scale: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -213,23 +241,26 @@ class WeightingResult:
 
 
 class WeightingStrategy:
-    """Interface used by training: ``strategy(objectives, shared_weight, codes, features) -> WeightingResult``.
+    """Interface used by training: ``strategy(objectives, shared_weight, codes, features, *, linear_grads,
+    reduce_gradients, state) -> WeightingResult``.
 
     ``objectives`` are the K per-length objectives of the current step (0-dim tensors stacked, still attached to
     the graph); ``shared_weight`` is the nested layer's weight, or None when the head has none (``heads``);
     ``codes`` and ``features`` are the step's codes and the features they came from, for strategies that
-    take per-length gradients. When the head centres its codes, the step also passes ``linear_grads``, the map
-    from ∂O_k/∂h_k to the gradients of the head's linear outputs (a strategy that ignores the one-pass shortcut
-    may leave it out of its signature if it never runs with centring). ``monitors_conflicts`` says whether the
+    take per-length gradients. ``linear_grads`` maps ∂O_k/∂h_k to the gradients of the head's linear outputs
+    (None when the codes are those outputs: no centring); ``reduce_gradients`` averages stacked per-length
+    gradients over data-parallel ranks (None in one process); ``state`` is the previous step's
+    ``result.state`` (:data:`FIRST_STEP` at the start of a run). A strategy keeps nothing between calls: what
+    one step leaves for the next travels in the result's ``state``. ``monitors_conflicts`` says whether the
     results carry conflict statistics.
     """
 
     monitors_conflicts = False
 
     def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
-                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None,
-                 linear_grads: Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]] | None = None,
-                 ) -> WeightingResult:
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None, *,
+                 linear_grads: GradMap | None = None, reduce_gradients: GradReduce | None = None,
+                 state: WeightingState = FIRST_STEP) -> WeightingResult:
         raise NotImplementedError
 
 
@@ -237,10 +268,10 @@ class Uniform(WeightingStrategy):
     """All weights 1: the plain sum of the per-length objectives (the paper's "w/o A")."""
 
     def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
-                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None,
-                 linear_grads: Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]] | None = None,
-                 ) -> WeightingResult:
-        return WeightingResult(torch.ones(objectives.shape[0], device=objectives.device))
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None, *,
+                 linear_grads: GradMap | None = None, reduce_gradients: GradReduce | None = None,
+                 state: WeightingState = FIRST_STEP) -> WeightingResult:
+        return WeightingResult(torch.ones(objectives.shape[0], device=objectives.device), state=state.advanced())
 
 
 class Static(WeightingStrategy):
@@ -253,14 +284,14 @@ class Static(WeightingStrategy):
         self.weights = values
 
     def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
-                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None,
-                 linear_grads: Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]] | None = None,
-                 ) -> WeightingResult:
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None, *,
+                 linear_grads: GradMap | None = None, reduce_gradients: GradReduce | None = None,
+                 state: WeightingState = FIRST_STEP) -> WeightingResult:
         if objectives.shape[0] != self.weights.numel():
             raise ValueError(
                 f"Static has {self.weights.numel()} weights but the model has {objectives.shape[0]} code lengths"
             )
-        return WeightingResult(self.weights.to(objectives.device))
+        return WeightingResult(self.weights.to(objectives.device), state=state.advanced())
 
 
 class ConflictAware(WeightingStrategy):
@@ -276,12 +307,12 @@ class ConflictAware(WeightingStrategy):
         True: return the conflict weights (the paper's "A"). False: monitor only; compute and expose the
         statistics but return ones, so conflicts can be measured in runs that do not reweight.
     every:
-        Compute the statistics every ``every``-th call; in between, reuse the last weights (``apply=True``)
-        or ones, and return no statistics.
-    reduce_gradients:
-        Applied to the stacked per-length gradients before the rule; data-parallel training passes the
-        average over ranks (:meth:`nhllib.distributed.DataParallel.reduce_gradients`) so that every rank
-        applies the weights one process would.
+        Compute the statistics every ``every``-th step (counted by ``state.step``); in between, reuse the last
+        weights (``apply=True``, held in ``state.weights``) or ones, and return no statistics.
+
+    The call's ``reduce_gradients`` is applied to the stacked per-length gradients before the rule; data-parallel
+    training passes the average over ranks (:meth:`nhllib.distributed.DataParallel.reduce_gradients`) so that
+    every rank applies the weights one process would.
     """
 
     monitors_conflicts = True
@@ -293,9 +324,7 @@ class ConflictAware(WeightingStrategy):
         threshold_norm: str = "own",
         apply: bool = True,
         every: int = 1,
-        reduce_gradients: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        self.reduce_gradients = reduce_gradients
         self._rule = ConflictRule(code_lengths, beta, threshold_norm)  # validates all three
         check_positive_int("every", every)
         self.code_lengths = self._rule.code_lengths
@@ -303,50 +332,45 @@ class ConflictAware(WeightingStrategy):
         self.threshold_norm = threshold_norm
         self.apply = apply
         self.every = every
-        self._calls = 0
-        self._last_weights: torch.Tensor | None = None
 
     def __call__(self, objectives: torch.Tensor, shared_weight: torch.nn.Parameter | None,
-                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None,
-                 linear_grads: Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]] | None = None,
-                 ) -> WeightingResult:
+                 codes: Sequence[torch.Tensor] | None = None, features: torch.Tensor | None = None, *,
+                 linear_grads: GradMap | None = None, reduce_gradients: GradReduce | None = None,
+                 state: WeightingState = FIRST_STEP) -> WeightingResult:
         if shared_weight is None:
             raise ValueError("ConflictAware needs the nested layer's shared weight; this head has none (heads variant?)")
         k = objectives.shape[0]
         if k != len(self.code_lengths):
             raise ValueError(f"ConflictAware was built for {len(self.code_lengths)} lengths, got {k} objectives")
         ones = torch.ones(k, device=objectives.device)
-        compute = self._calls % self.every == 0
-        self._calls += 1
-        if not compute or k == 1:
-            held = self._last_weights if self.apply and self._last_weights is not None else ones
-            return WeightingResult(held)
-        if self._rule.device != objectives.device:
-            self._rule = ConflictRule(self.code_lengths, self.beta, self.threshold_norm, objectives.device)
+        if state.step % self.every or k == 1:
+            held = state.weights if self.apply and state.weights is not None else ones
+            return WeightingResult(held, state=state.advanced())
+        rule = self._rule if self._rule.device == objectives.device else ConflictRule(
+            self.code_lengths, self.beta, self.threshold_norm, objectives.device)
         code_grads = None
         if codes is not None and features is not None:
             code_grads, rows = self._grads_from_codes(objectives, shared_weight, codes, features, linear_grads)
-            if self.reduce_gradients is not None:
-                rows = self.reduce_gradients(rows)
-            weights, stats = self._rule.from_rows(rows)
+            if reduce_gradients is not None:
+                rows = reduce_gradients(rows)
+            weights, stats = rule.from_rows(rows)
         else:
             grads = [
                 torch.autograd.grad(objectives[i], shared_weight, retain_graph=True, allow_unused=True)[0]
                 for i in range(k)
             ]
             grads = torch.stack([torch.zeros_like(shared_weight) if g is None else g for g in grads])
-            if self.reduce_gradients is not None:
-                grads = self.reduce_gradients(grads)
-            weights, stats = self._rule(grads)
+            if reduce_gradients is not None:
+                grads = reduce_gradients(grads)
+            weights, stats = rule(grads)
         if not self.apply:
-            return WeightingResult(ones, stats, code_grads)
-        self._last_weights = weights
-        return WeightingResult(weights, stats, code_grads)
+            return WeightingResult(ones, stats, code_grads, state.advanced())
+        return WeightingResult(weights, stats, code_grads, state.advanced(weights))
 
     @staticmethod
     def _grads_from_codes(objectives: torch.Tensor, shared_weight: torch.nn.Parameter,
                           codes: Sequence[torch.Tensor], features: torch.Tensor,
-                          linear_grads: Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]] | None = None):
+                          linear_grads: GradMap | None = None):
         """Per-length ∂O_k/∂W from ONE backward pass through the losses, not K.
 
         Each objective O_k depends on the k-th code only (its loss, and its distillation term whose teacher is

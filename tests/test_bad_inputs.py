@@ -32,9 +32,10 @@ from nhllib.study.locks import FolderLock, LockedError, lock_path
 from nhllib.parameters import train_parameters
 from nhllib.results import COMPLETE_MARKER, RunExistsError, RunStore, atomic_write_text
 
+from conftest import TINY_RUN
+
 ROOT = Path(__file__).resolve().parent.parent
-TINY = dict(study="t", code_lengths=(8, 16), query_per_class=2, train_per_class=5, val_per_class=2,
-            database_per_class=5, epochs=1, eval_every=1, patience=0, device="cpu")
+TINY = {**TINY_RUN, "code_lengths": (8, 16), "epochs": 1}
 
 
 # ---------------------------------------------------------------- 1. typed parameters
@@ -531,7 +532,7 @@ def _papermill(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_papermill_spellings_never_overwrite_and_typos_stop(tmp_path):
+def test_papermill_spellings_never_overwrite_and_typos_stop(tmp_path, tiny_data):
     first = _papermill(tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Passed unknown parameter" not in first.stdout + first.stderr

@@ -14,6 +14,8 @@ from nhllib.losses import build_losses, resolve_loss
 from nhllib.results import load_results
 from nhllib.study import expand_grid
 
+from conftest import TINY_RUN
+
 REPO = Path(__file__).resolve().parent.parent
 MODULE = textwrap.dedent('''
     import torch
@@ -36,9 +38,8 @@ MODULE = textwrap.dedent('''
         pass
 ''')
 METHOD = "user_hash_losses:PairCosineLoss"
-TINY = dict(study="custom", query_per_class=3, train_per_class=12, val_per_class=3, database_per_class=20,
-            epochs=1, eval_every=1, patience=0, batch_size=16, eval_batch_size=128, device="cpu",
-            backbone="mlp", method=METHOD, loss_hparams={"scale": 2.0})
+USER_RUN = dict(study="custom", epochs=1, backbone="mlp", method=METHOD, loss_hparams={"scale": 2.0})
+TINY = {**TINY_RUN, **USER_RUN}
 
 
 @pytest.fixture()
@@ -67,9 +68,8 @@ def test_resolve_by_import_path_and_errors(user_module):
         RunConfig.from_dict({"method": "nope"})
 
 
-def test_a_user_loss_trains_through_run_experiment_and_a_grid(user_module, tmp_path):
-    cfg = RunConfig.from_dict({**TINY, "data_dir": str(tmp_path / "data"), "variant": "nhl",
-                               "code_lengths": (8, 16)})
+def test_a_user_loss_trains_through_run_experiment_and_a_grid(user_module, tmp_path, tiny_config):
+    cfg = tiny_config(**USER_RUN, variant="nhl", code_lengths=(8, 16))
     assert ":" not in cfg.run_id and cfg.run_id.startswith("user-hash-losses-PairCosineLoss_nhl_8-16_")
     run_dir = run_experiment(cfg, tmp_path / "results", progress=False)
     assert (run_dir / "COMPLETE").is_file()
@@ -81,7 +81,7 @@ def test_a_user_loss_trains_through_run_experiment_and_a_grid(user_module, tmp_p
 
 
 @pytest.mark.slow
-def test_a_user_loss_runs_in_the_training_notebook(user_module, tmp_path):
+def test_a_user_loss_runs_in_the_training_notebook(user_module, tmp_path, tiny_data):
     out = tmp_path / "out.ipynb"
     params = {**TINY, "variant": "separate", "code_lengths": [8], "data_dir": str(tmp_path / "data"),
               "results_root": str(tmp_path / "results"), "progress": False}

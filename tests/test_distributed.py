@@ -17,6 +17,8 @@ from nhllib.data.loader import InMemoryLoader
 from nhllib.distributed import GlobalOrderBatchSampler, check_shardable
 from nhllib.parallel_check import BATCH, NUM_TRAIN, compare_with_single_process
 
+from conftest import TINY_RUN
+
 METHODS = ("csq", "dsh", "dtsh")
 # Observed (this CPU, torch 2.14): parameters and BN statistics ≤ 8.2e-7, applied weights ≤ 1.5e-6, the rule's
 # inner products ≤ 2.8e-6 and banks ≤ 2.1e-6 (both relative): float32 sums in another order, amplified where
@@ -29,6 +31,7 @@ def report():
     return compare_with_single_process(METHODS, world_size=2, device_type="cpu")
 
 
+@pytest.mark.slow  # two spawned ranks and one process per method, like the torchrun test: many seconds
 @pytest.mark.parametrize("method", METHODS)
 def test_two_ranks_train_like_one_process(report, method):
     for rank, diffs in enumerate(report[method]):
@@ -133,8 +136,9 @@ def test_global_batch_norm_is_batch_norm_in_one_process():
 # ---------------------------------------------------------------- the torchrun entry point, end to end
 
 
-def test_torchrun_run_writes_one_complete_folder_like_one_process(tmp_path):
-    """`torchrun --nproc_per_node 2 -m nhllib.experiment` on Fashion-MNIST: one complete folder, written by rank
+@pytest.mark.slow  # two torchrun processes and a third run: tens of seconds on two cores
+def test_torchrun_run_writes_one_complete_folder_like_one_process(tmp_path, tiny_data):
+    """`torchrun --nproc_per_node 2 -m nhllib.experiment` on (synthetic) Fashion-MNIST: one complete folder, written by rank
     0, whose objectives, conflict statistics and metrics equal the single-process run's."""
     import json
     import os
@@ -145,9 +149,8 @@ def test_torchrun_run_writes_one_complete_folder_like_one_process(tmp_path):
     import pandas as pd
 
     root = Path(__file__).resolve().parent.parent
-    params = dict(study="t", method="dsh", variant="nhl", code_lengths=[8, 16, 32], query_per_class=3,
-                  train_per_class=12, val_per_class=3, database_per_class=20, epochs=2, eval_every=1, patience=0,
-                  batch_size=16, eval_batch_size=128, device="cpu", data_dir=str(tmp_path / "data"))
+    params = {**TINY_RUN, "method": "dsh", "variant": "nhl", "code_lengths": [8, 16, 32],
+              "data_dir": str(tmp_path / "data")}
     config = tmp_path / "run.json"
     config.write_text(json.dumps(params))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -44,6 +44,7 @@ def test_local_executor_reports_every_item_in_order_with_its_error():
     assert isinstance(errors[3], ValueError) and errors[1] is None and errors[4] is None
 
 
+@pytest.mark.slow  # submitit starts a process per job
 def test_submitit_local_executor_runs_an_array_and_a_single_job(tmp_path):
     executor = SubmititExecutor(tmp_path, SlurmOptions(gpus_per_run=0, cpus_per_run=1, array_parallelism=2),
                                 cluster="local")
@@ -76,15 +77,13 @@ def test_smoke_study_through_submitit_completes_then_skips_everything(tmp_path):
     assert "submitting" not in again.stdout
 
 
-def test_a_run_with_two_devices_goes_through_torchrun(tmp_path):
+@pytest.mark.slow  # torchrun with two processes
+def test_a_run_with_two_devices_goes_through_torchrun(tmp_path, tiny_config):
     """A TrainTask with gpus=2 runs `torchrun -m nhllib.experiment` (here 2 CPU processes) and completes the run."""
-    from nhllib.config import RunConfig
     from nhllib.results import RunStore
     from nhllib.study.execution import TrainTask, _train_parameters, train_one
 
-    cfg = RunConfig.from_dict(dict(study="t", method="csq", variant="nhl", code_lengths=(8, 16), query_per_class=2,
-                                   train_per_class=8, val_per_class=2, database_per_class=10, epochs=1, eval_every=1,
-                                   patience=0, batch_size=16, device="cpu", data_dir=str(tmp_path / "data")))
+    cfg = tiny_config(method="csq", variant="nhl", code_lengths=(8, 16), epochs=1)
     store = RunStore(tmp_path / "results", cfg.study, cfg.run_id)
     train_one(TrainTask(_train_parameters(cfg, tmp_path / "results"), store.path / "01_train.ipynb", ROOT,
                         threads=2, gpus=2))

@@ -16,6 +16,7 @@ def _load():
     return module
 
 
+@pytest.mark.slow  # the whole benchmark script: every loss, two backbones, minutes on two shared cores
 def test_gpu_check_runs_on_cpu_quick(tmp_path):
     out = tmp_path / "gpu_check.json"
     assert _load().main(["--device", "cpu", "--quick", "--out", str(out)]) == 0

@@ -14,7 +14,8 @@ import torch
 
 from nhllib.losses import HashLoss, build_loss, build_losses, per_length_losses
 from nhllib.losses.centers import csq_centers, make_generator, max_min_distance_centers
-from nhllib.losses.nested_targets import (compare_targets, extend_max_min, nested_hadamard_centers,
+from nhllib.losses import compare_targets
+from nhllib.losses.nested_targets import (extend_max_min, nested_hadamard_centers,
                                           target_distances)
 from nhllib.nested import NestedHashLayer, SeparateHashHeads
 

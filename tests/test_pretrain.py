@@ -8,7 +8,7 @@ import torch
 from nhllib import pretrain
 from nhllib.config import RunConfig
 from nhllib.experiment import build_run, run_experiment
-from nhllib.optim_groups import FrozenBackbone, parameter_groups
+from nhllib.optimizers import FrozenBackbone, parameter_groups
 from nhllib.parameters import train_parameters
 
 TINY = dict(query_per_class=3, train_per_class=12, val_per_class=3, database_per_class=20, epochs=2,

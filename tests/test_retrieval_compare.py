@@ -15,7 +15,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from nhllib import plots
-from nhllib.results import find_run
+from nhllib.selection import find_run
 from nhllib.results import read_codes as load_run_codes
 from nhllib.retrieval.compare import (
     compare_strategies,

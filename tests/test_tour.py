@@ -11,7 +11,6 @@ from matplotlib.figure import Figure
 
 from nhllib import tour
 from nhllib.config import RunConfig
-from nhllib.data import DEBIAN_FASHION_MNIST_DIR
 from nhllib.losses import build_losses
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,24 +206,16 @@ def test_plot_map_against_references_draws_references_dashed():
         tour.plot_map_against_references(table.iloc[0:0])
 
 
-# ----------------------------------------------------------------------------- training runs (need the data)
+# ----------------------------------------------------------------------------- training runs (synthetic data)
 
-HAVE_DATA = (DEBIAN_FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists() or \
-    (REPO / "data" / "fashion-mnist" / "train-images-idx3-ubyte.gz").exists()
-needs_data = pytest.mark.skipif(not HAVE_DATA, reason="Fashion-MNIST is not installed (scripts/get_data.sh)")
-
-
-def tiny_config(tmp_path, **overrides):
-    params = dict(study="tour", method="csq", variant="nhl", code_lengths=(8, 16), backbone="mlp",
-                  data_dir=str(tmp_path / "data"), query_per_class=5, train_per_class=20, val_per_class=5,
-                  database_per_class=30, epochs=2, eval_every=1, seed=0, device="cpu")
-    params.update(overrides)
-    return RunConfig.from_dict(params)
+#: The tour's setting, shrunk (conftest's tiny_config supplies the rest).
+TOUR_RUN = dict(study="tour", method="csq", variant="nhl", code_lengths=(8, 16), backbone="mlp", query_per_class=5,
+                train_per_class=20, val_per_class=5, database_per_class=30, epochs=2, eval_every=1, seed=0,
+                patience=3, batch_size=64, eval_batch_size=1024)
 
 
-@needs_data
-def test_train_run_separate_and_tables(tmp_path):
-    cfg = tiny_config(tmp_path)
+def test_train_run_separate_and_tables(tiny_config):
+    cfg = tiny_config(**TOUR_RUN)
     run = tour.train_run(cfg, targets="independent", label="nhl")
     assert set(run.query_map) == {8, 16} and set(run.untrained_map) == {8, 16}
     assert 0.0 < run.chance_map < 0.2  # ten balanced classes: about 0.1
@@ -252,8 +243,7 @@ def test_train_run_separate_and_tables(tmp_path):
 
 
 @pytest.mark.slow
-@needs_data
-def test_tour_notebook_runs_end_to_end(tmp_path):
+def test_tour_notebook_runs_end_to_end(tmp_path, tiny_data):
     papermill = pytest.importorskip("papermill")
     nbformat = pytest.importorskip("nbformat")
     out = tmp_path / "00_tour.ipynb"
@@ -283,8 +273,7 @@ def test_resolve_data_dir_from_the_notebooks_folder(tmp_path, monkeypatch):
     assert tour.resolve_data_dir("data") == "data"
 
 
-@needs_data
-def test_compare_targets_trains_a_second_run_when_nested_targets_differ(tmp_path, monkeypatch):
+def test_compare_targets_trains_a_second_run_when_nested_targets_differ(tiny_config, monkeypatch):
     # Stand-in for a CSQ `nest` hook that derives the shorter centres from the longest one's prefix (what
     # targets="nested" is for); the tour must then train the second run and find no contradiction in it.
     from nhllib.losses import CSQLoss
@@ -295,7 +284,7 @@ def test_compare_targets_trains_a_second_run_when_nested_targets_differ(tmp_path
                 loss.centers = losses[-1].centers[:, :loss.code_length].clone()
 
     monkeypatch.setattr(CSQLoss, "nest", classmethod(nest))
-    cfg = tiny_config(tmp_path, code_lengths=(8, 16), epochs=1)
+    cfg = tiny_config(**{**TOUR_RUN, "epochs": 1})
     runs, note = tour.compare_targets(cfg)
     assert [r.targets for r in runs] == ["independent", "nested"] and "every shorter target is the prefix" in note
     assert not tour.target_agreement(runs[0].built.losses)["8-bit = prefix"].all()

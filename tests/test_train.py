@@ -1,4 +1,4 @@
-"""End-to-end checks of the training engine on a tiny Fashion-MNIST split (CPU, seconds)."""
+"""End-to-end checks of the training engine on a tiny synthetic Fashion-MNIST split (CPU, seconds)."""
 
 import math
 
@@ -11,23 +11,12 @@ from nhllib.experiment import build_run, run_experiment
 from nhllib.results import RunExistsError, RunStore, load_results
 from nhllib.train import NonFiniteLossError, fit
 
-TINY = dict(query_per_class=3, train_per_class=12, val_per_class=3, database_per_class=20, epochs=2,
-            eval_every=1, patience=0, batch_size=16, eval_batch_size=128, device="cpu", study="t")
 
 
-@pytest.fixture()
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("data"))
-
-
-def tiny(data_dir, **overrides):
-    return RunConfig.from_dict({**TINY, "data_dir": data_dir, **overrides})
-
-
-def test_single_length_and_nested_runs_write_complete_folders(tmp_path, data_dir):
-    single = run_experiment(tiny(data_dir, variant="separate", code_lengths=(16,), method="dsh"), tmp_path,
+def test_single_length_and_nested_runs_write_complete_folders(tmp_path, tiny_config):
+    single = run_experiment(tiny_config(variant="separate", code_lengths=(16,), method="dsh"), tmp_path,
                             progress=False)
-    nested = run_experiment(tiny(data_dir, variant="nhl", code_lengths=(8, 16, 32), method="dsh"), tmp_path,
+    nested = run_experiment(tiny_config(variant="nhl", code_lengths=(8, 16, 32), method="dsh"), tmp_path,
                             progress=False)
     for run_dir in (single, nested):
         names = {p.name for p in run_dir.iterdir()}
@@ -55,8 +44,8 @@ def test_single_length_and_nested_runs_write_complete_folders(tmp_path, data_dir
     assert weights.round(6).eq(3.0).all()  # applied conflict weights sum to K every epoch
 
 
-def test_complete_run_is_kept_and_incomplete_redone(tmp_path, data_dir):
-    cfg = tiny(data_dir, variant="nhl-plain", code_lengths=(8, 16), epochs=1)
+def test_complete_run_is_kept_and_incomplete_redone(tmp_path, tiny_config):
+    cfg = tiny_config(variant="nhl-plain", code_lengths=(8, 16), epochs=1)
     run_dir = run_experiment(cfg, tmp_path, progress=False)
     marker = (run_dir / "COMPLETE").read_text()
     with pytest.raises(RunExistsError):
@@ -71,22 +60,22 @@ def test_complete_run_is_kept_and_incomplete_redone(tmp_path, data_dir):
     assert "garbage" not in (run_dir / "metrics.csv").read_text()
 
 
-def test_same_seed_same_metrics(tmp_path, data_dir):
-    cfg = tiny(data_dir, variant="nhl", code_lengths=(8, 16), method="csq")
+def test_same_seed_same_metrics(tmp_path, tiny_config):
+    cfg = tiny_config(variant="nhl", code_lengths=(8, 16), method="csq")
     first = run_experiment(cfg, tmp_path / "a", progress=False)
     second = run_experiment(cfg, tmp_path / "b", progress=False)
     a = pd.read_csv(first / "metrics.csv").query("metric == 'map'").value.tolist()
     b = pd.read_csv(second / "metrics.csv").query("metric == 'map'").value.tolist()
     assert a == b
-    other = run_experiment(tiny(data_dir, variant="nhl", code_lengths=(8, 16), method="csq", seed=1),
+    other = run_experiment(tiny_config(variant="nhl", code_lengths=(8, 16), method="csq", seed=1),
                            tmp_path / "c", progress=False)
     assert pd.read_csv(other / "metrics.csv").query("metric == 'map'").value.tolist() != a
 
 
-def test_nan_loss_stops_with_epoch_step_and_length(data_dir, monkeypatch):
+def test_nan_loss_stops_with_epoch_step_and_length(tiny_config, monkeypatch):
     import nhllib.train as train_module
 
-    built = build_run(tiny(data_dir, variant="nhl-plain", code_lengths=(8, 16)), progress=False)
+    built = build_run(tiny_config(variant="nhl-plain", code_lengths=(8, 16)), progress=False)
     original = train_module.per_length_losses
     calls = {"n": 0}
 
@@ -100,51 +89,51 @@ def test_nan_loss_stops_with_epoch_step_and_length(data_dir, monkeypatch):
         built.fit()
 
 
-def test_heads_variant_has_separate_heads_and_no_conflict_log(tmp_path, data_dir):
-    run_dir = run_experiment(tiny(data_dir, variant="heads", code_lengths=(8, 16), epochs=1), tmp_path,
+def test_heads_variant_has_separate_heads_and_no_conflict_log(tmp_path, tiny_config):
+    run_dir = run_experiment(tiny_config(variant="heads", code_lengths=(8, 16), epochs=1), tmp_path,
                              progress=False)
     assert not (run_dir / "conflicts.csv").exists()
-    built = build_run(tiny(data_dir, variant="heads", code_lengths=(8, 16)), progress=False)
+    built = build_run(tiny_config(variant="heads", code_lengths=(8, 16)), progress=False)
     assert built.model.shared_weight is None
 
 
-def test_distillation_and_weighting_switches(data_dir):
-    on = build_run(tiny(data_dir, variant="nhl", code_lengths=(8, 16), distill_weight=0.5), progress=False)
-    off = build_run(tiny(data_dir, variant="nhl-weight", code_lengths=(8, 16), distill_weight=0.5), progress=False)
+def test_distillation_and_weighting_switches(tiny_config):
+    on = build_run(tiny_config(variant="nhl", code_lengths=(8, 16), distill_weight=0.5), progress=False)
+    off = build_run(tiny_config(variant="nhl-weight", code_lengths=(8, 16), distill_weight=0.5), progress=False)
     assert on.plan.distill_weight == 0.5 and off.plan.distill_weight == 0.0
     assert on.weighting.apply and off.weighting.apply
-    plain = build_run(tiny(data_dir, variant="nhl-plain", code_lengths=(8, 16)), progress=False)
+    plain = build_run(tiny_config(variant="nhl-plain", code_lengths=(8, 16)), progress=False)
     assert not plain.weighting.apply  # monitored, not applied
     torch.manual_seed(0)
 
 
-def test_failed_run_leaves_no_partial_results(tmp_path, data_dir, monkeypatch):
+def test_failed_run_leaves_no_partial_results(tmp_path, tiny_config, monkeypatch):
     import nhllib.experiment as experiment
 
     def broken_fit(*args, **kwargs):
         raise NonFiniteLossError("non-finite objective at epoch 1, step 0: code length 8 -> nan")
 
     monkeypatch.setattr(experiment, "fit", broken_fit)
-    cfg = tiny(data_dir, variant="nhl-plain", code_lengths=(8, 16))
+    cfg = tiny_config(variant="nhl-plain", code_lengths=(8, 16))
     with pytest.raises(NonFiniteLossError):
         run_experiment(cfg, tmp_path, progress=False)
     assert RunStore(tmp_path, "t", cfg.run_id).state == "absent"
     assert load_results(tmp_path).empty
 
 
-def test_missing_dataset_names_the_options_and_writes_nothing(tmp_path, monkeypatch):
+def test_missing_dataset_names_the_options_and_writes_nothing(tmp_path, tiny_config, monkeypatch):
     monkeypatch.delenv("NHL_DATA_DIR", raising=False)
-    cfg = RunConfig.from_dict({**TINY, "dataset": "cifar10", "data_dir": str(tmp_path / "data")})
+    cfg = tiny_config(dataset="cifar10")
     with pytest.raises(FileNotFoundError, match="CIFAR-10"):
         run_experiment(cfg, tmp_path / "results", progress=False)
     assert not (tmp_path / "results").exists()
 
 
-def test_backward_from_codes_equals_backward_through_losses(data_dir):
+def test_backward_from_codes_equals_backward_through_losses(tiny_config):
     """train_epoch's shortcut (backward started at the codes) gives the same parameter gradients."""
     from nhllib.train import _objectives
 
-    built = build_run(tiny(data_dir, variant="nhl", code_lengths=(8, 16, 32), method="dsh"), progress=False)
+    built = build_run(tiny_config(variant="nhl", code_lengths=(8, 16, 32), method="dsh"), progress=False)
     batch = next(iter(built.data.train))
     objectives, codes, features = _objectives(built.model, built.losses, batch, 1.0)
     outcome = built.weighting(objectives, built.model.shared_weight, codes=codes, features=features)
@@ -188,11 +177,11 @@ def test_conflict_weighting_sees_the_true_gradients_of_a_centred_head(center):
     torch.testing.assert_close(outcome.weights, expected_weights)
 
 
-def test_untrained_reference_is_the_initialised_network_evaluated_once(tmp_path, data_dir):
+def test_untrained_reference_is_the_initialised_network_evaluated_once(tmp_path, tiny_config):
     from nhllib.experiment import build_run
     from nhllib.train import evaluate_model
 
-    cfg = tiny(data_dir, variant="untrained", code_lengths=(8, 16))
+    cfg = tiny_config(variant="untrained", code_lengths=(8, 16))
     expected = evaluate_model(build_run(cfg, progress=False).model, build_run(cfg, progress=False).data,
                               torch.device("cpu"), None, "expected")
     run_dir = run_experiment(cfg, tmp_path, progress=False)
@@ -205,3 +194,20 @@ def test_untrained_reference_is_the_initialised_network_evaluated_once(tmp_path,
         assert per_length[("val_map", length)] == pytest.approx(expected["validation"][length])
     history = pd.read_csv(run_dir / "history.csv")
     assert set(history["epoch"]) == {0} and "objective" not in set(history["metric"])
+
+
+def test_the_optimizer_is_chosen_by_configuration():
+    from nhllib.config import TrainingConfig
+    from nhllib.optimizers import OPTIMIZERS, build_optimizer
+    from nhllib.vocab import OPTIMIZERS as NAMES
+
+    assert tuple(OPTIMIZERS) == NAMES  # the configuration validates against the names the registry builds
+    assert TrainingConfig().optimizer == "adam"  # the default every committed result used
+    model = torch.nn.Linear(3, 2)
+    for name, cls in OPTIMIZERS.items():
+        optimizer = build_optimizer(model, name, lr=0.1, weight_decay=0.0)
+        assert type(optimizer) is cls and optimizer.defaults["lr"] == 0.1
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainingConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        build_optimizer(model, "rmsprop", lr=0.1, weight_decay=0.0)

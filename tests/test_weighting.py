@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from nhllib.nested import NestedHashLayer
-from nhllib.weighting import ConflictAware, Static, Uniform, conflict_weights, weights_from_alpha
+from nhllib.weighting import (ConflictAware, Static, Uniform, WeightingState, conflict_weights,
+                              weights_from_alpha)
 
 LENGTHS = (4, 8, 16)
 
@@ -170,8 +171,26 @@ def test_monitor_mode_reports_but_applies_ones_and_every():
     monitor = ConflictAware(LENGTHS, apply=False, every=2)
     first = monitor(objectives_for(model, x, target), model.head.shared_weight)
     assert torch.equal(first.weights, torch.ones(3)) and first.stats is not None
-    skipped = monitor(objectives_for(model, x, target), model.head.shared_weight)
+    skipped = monitor(objectives_for(model, x, target), model.head.shared_weight, state=first.state)
     assert skipped.stats is None  # skipped step
+    assert monitor(objectives_for(model, x, target), model.head.shared_weight, state=skipped.state).stats is not None
+
+
+def test_conflict_aware_keeps_no_state_between_calls():
+    """Every step is a function of its inputs and the state passed in: the same call twice gives the same result,
+    and the weights held between statistics steps are those the state carries."""
+    torch.manual_seed(0)
+    model = TinyNested()
+    x, target = torch.randn(7, 6), -torch.randn(7, 16).sign()
+    strategy = ConflictAware(LENGTHS, every=3)
+    first = strategy(objectives_for(model, x, target), model.head.shared_weight)
+    again = strategy(objectives_for(model, x, target), model.head.shared_weight)
+    assert again.stats is not None and torch.equal(first.weights, again.weights)  # no hidden call counter
+    assert first.state.step == 1 and torch.equal(first.state.weights, first.weights)
+    held = WeightingState(step=1, weights=torch.tensor([0.5, 1.0, 1.5]))
+    between = strategy(objectives_for(model, x, target), model.head.shared_weight, state=held)
+    assert between.stats is None and torch.equal(between.weights, held.weights)
+    assert between.state == WeightingState(2, held.weights)
 
 
 def test_uniform_and_static():

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nhllib.checks import check_positive_int
+from nhllib.checks import check_positive_int, check_shardable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -164,8 +164,6 @@ class InMemoryLoader:
         global batch), so the shares of all ranks, concatenated in rank order, are this loader's batches:
         data-parallel training sees exactly the single-process batches (:mod:`nhllib.distributed`).
         """
-        from nhllib.distributed import check_shardable
-
         check_positive_int("world_size", world_size)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")

@@ -34,6 +34,8 @@ from types import MappingProxyType
 from collections.abc import Sequence
 from typing import Any, Mapping
 
+from nhllib.vocab import TARGET_MODES
+
 from .base import HashLoss, MemoryBankLoss, per_length_losses
 from .csq import CSQLoss
 from .dbdh import DBDHLoss
@@ -44,6 +46,7 @@ from .dsh import DSHLoss
 from .dtsh import DTSHLoss
 from .lcdsh import LCDSHLoss
 from .mdsh import MDSHLoss
+from .nested_targets import target_distances
 from .shcir import SHCIRLoss
 
 LOSSES: Mapping[str, type[HashLoss]] = MappingProxyType({
@@ -83,9 +86,6 @@ def build_loss(name: str, code_length: int, num_classes: int, num_train: int,
     return cls(code_length, num_classes, num_train, **hparams)
 
 
-TARGET_MODES = ("nested", "independent")
-
-
 def build_losses(name: str, code_lengths: Sequence[int], num_classes: int, num_train: int, *,
                  nested: bool, targets: str = "nested", seed: int = 0, **hparams: Any) -> list[HashLoss]:
     """One loss per code length (shortest first) for one model.
@@ -101,6 +101,18 @@ def build_losses(name: str, code_lengths: Sequence[int], num_classes: int, num_t
     if nested and len(losses) > 1:
         type(losses[0]).nest(losses, targets=targets)
     return losses
+
+
+def compare_targets(name: str, code_lengths: Sequence[int], num_classes: int, *, seed: int = 0,
+                    **hparams: Any) -> list[dict[str, int]]:
+    """:func:`~nhllib.losses.nested_targets.target_distances` of loss ``name`` built for a nested model with
+    ``targets="nested"`` and with ``targets="independent"`` (as :func:`build_losses` builds them, seed ``seed``)."""
+    built = {mode: build_losses(name, code_lengths, num_classes, 1, nested=True, targets=mode, seed=seed, **hparams)
+             for mode in TARGET_MODES}
+    buffer = getattr(type(built["nested"][0]), "target_buffer", None)
+    if buffer is None:
+        raise ValueError(f"loss {name!r} has no per-length targets")
+    return target_distances(*[[getattr(loss, buffer) for loss in built[mode]] for mode in TARGET_MODES])
 
 
 def resolve_loss(name: str) -> type[HashLoss]:
@@ -132,7 +144,7 @@ def resolve_loss(name: str) -> type[HashLoss]:
 
 
 __all__ = [
-    "LOSSES", "TARGET_MODES", "resolve_loss", "build_loss", "build_losses", "loss_hparams", "per_length_losses", "HashLoss", "MemoryBankLoss",
+    "LOSSES", "TARGET_MODES", "resolve_loss", "build_loss", "build_losses", "compare_targets", "loss_hparams", "per_length_losses", "HashLoss", "MemoryBankLoss",
     "CSQLoss", "DBDHLoss", "DCHLoss", "DHNLoss", "DPNLoss", "DSHLoss", "DTSHLoss", "LCDSHLoss",
     "MDSHLoss", "SHCIRLoss",
 ]

@@ -14,7 +14,7 @@ where they can hold:
 
 :func:`target_distances` is the per-length table (minimum Hamming distance and number of distinct
 targets, nested against independent) that :func:`install_nested_targets` logs and
-:func:`compare_targets` returns.
+:func:`nhllib.losses.compare_targets` returns.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nhllib.vocab import TARGET_MODES
+
 from .centers import (_EXHAUSTIVE_MAX_LENGTH, is_power_of_two, make_generator, max_min_distance_centers,
                       min_hamming_distance, pairwise_hamming, random_signed_codes, sylvester_hadamard)
 
 logger = logging.getLogger(__name__)
 
-# The same modes as nhllib.losses.TARGET_MODES (that module imports this one, so it cannot be imported here).
-TARGET_MODES = ("nested", "independent")
 #: Random candidates per block when the exhaustive set of blocks is larger than this.
 POOL_SIZE = 8192
 
@@ -241,21 +241,6 @@ def install_nested_targets(losses: Sequence[Any], buffer: str, longest: Tensor, 
     logger.info("%s nested targets, C=%d: %s", losses[0].method_name, losses[0].num_classes,
                 format_target_distances(table))
     return table
-
-
-def compare_targets(name: str, code_lengths: Sequence[int], num_classes: int, *, seed: int = 0,
-                    **hparams: Any) -> list[dict[str, int]]:
-    """:func:`target_distances` of loss ``name`` built for a nested model with ``targets="nested"`` and
-    with ``targets="independent"`` (as :func:`nhllib.losses.build_losses` builds them, seed ``seed``)."""
-    from . import build_losses  # the registry imports this module
-
-    built = {mode: build_losses(name, code_lengths, num_classes, 1, nested=True, targets=mode, seed=seed, **hparams)
-             for mode in TARGET_MODES}
-    buffer = getattr(type(built["nested"][0]), "target_buffer", None)
-    if buffer is None:
-        raise ValueError(f"loss {name!r} has no per-length targets")
-    return target_distances(*[[getattr(loss, buffer) for loss in built[mode]] for mode in TARGET_MODES])
-
 
 
 def nest_max_min_losses(cls: type, losses: Sequence[Any], targets: str) -> None:

@@ -1,8 +1,10 @@
-"""What the optimiser trains and at which learning rate: fine-tuning and frozen backbones.
+"""The optimizer a run trains with, and what it trains at which learning rate.
 
-``parameter_groups(model, training)`` is what :func:`nhllib.train.fit` hands to the optimiser:
+The optimizer is chosen by name in the configuration (``TrainingConfig.optimizer``); Adam is the default and what
+every committed result used. This is the one place an optimizer is built. What it optimises comes from
+``parameter_groups(model, training)``:
 
-- by default every parameter at ``lr`` (``model.parameters()`` itself, so the default optimiser is unchanged);
+- by default every parameter at ``lr`` (``model.parameters()`` itself, so the default optimizer is unchanged);
 - ``backbone_lr_mult != 1``: two groups, the backbone at ``lr * backbone_lr_mult`` and the rest (the hash layer)
   at ``lr``: fine-tuning a pretrained backbone gently while the new layer learns at full speed, as the paper
   fine-tunes its ImageNet ResNet-50 at a small learning rate;
@@ -11,10 +13,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FrozenBackbone", "parameter_groups"]
+__all__ = ["OPTIMIZERS", "FrozenBackbone", "build_optimizer", "parameter_groups"]
+
+#: Name -> optimizer class; each takes ``lr`` and ``weight_decay``. The names are nhllib.vocab.OPTIMIZERS
+#: (torch-free, for the configuration's check); a test keeps the two equal.
+OPTIMIZERS: Mapping[str, type[torch.optim.Optimizer]] = MappingProxyType({
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+})
+
+
+def build_optimizer(parameters: nn.Module | Iterable, name: str, lr: float,
+                    weight_decay: float) -> torch.optim.Optimizer:
+    """The optimizer ``name`` over ``parameters``: a model (every parameter of it) or what
+    :func:`parameter_groups` returns."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    if isinstance(parameters, nn.Module):
+        parameters = parameters.parameters()
+    return OPTIMIZERS[name](parameters, lr=lr, weight_decay=weight_decay)
 
 
 class FrozenBackbone(nn.Module):
