@@ -13,18 +13,16 @@ lock, then reads the finished entry. Pretraining draws from its own seeded gener
 ``torch.random.fork_rng``, so a run's own initialisation (the hash layer) is the same whichever run trained the
 entry.
 
-``python -m nhllib.pretrain PROFILE`` pretrains (or finds) every entry the runs of a profile name and prints
+``python -m nhllib.study.pretrain PROFILE`` pretrains (or finds) every entry the runs of a profile name and prints
 each one's linear-probe accuracy; ``--list`` only prints what is cached.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -126,7 +124,7 @@ def cache_root(data_dir: str | Path) -> Path:
     return Path(data_dir) / "pretrained"
 
 
-def _complete(folder: Path) -> bool:
+def entry_complete(folder: Path) -> bool:
     return (folder / RECORD).is_file() and (folder / WEIGHTS).is_file()
 
 
@@ -145,7 +143,7 @@ def ensure_pretrained(spec: PretrainSpec, data: HashingData, lock_wait_s: float 
     if spec.recipe not in RECIPES:
         raise ValueError(f"pretrain_recipe must be one of {sorted(RECIPES)}, got {spec.recipe!r}")
     folder = spec.folder
-    if _complete(folder):
+    if entry_complete(folder):
         return _read(folder, trained_now=False)
     deadline = time.monotonic() + lock_wait_s
     while True:
@@ -158,7 +156,7 @@ def ensure_pretrained(spec: PretrainSpec, data: HashingData, lock_wait_s: float 
             logger.info("waiting for the pretraining of %s: %s", folder.name, err)
             time.sleep(2.0)
     try:
-        if _complete(folder):  # finished by the process we waited for
+        if entry_complete(folder):  # finished by the process we waited for
             return _read(folder, trained_now=False)
         _train_and_write(spec, data)
         return _read(folder, trained_now=True)
@@ -305,60 +303,3 @@ def starting_backbone(cfg, data: HashingData) -> nn.Module:
         logger.info("backbone %s starts from %s (linear probe %.4f)", cfg.model.backbone, entry.folder.name,
                     entry.record["probe_accuracy"])
     return backbone
-
-
-# ---------------------------------------------------------------- command line
-
-
-def _profile_specs(profile) -> list[tuple[Any, PretrainSpec]]:
-    from nhllib.data import load_data
-
-    specs: dict[str, tuple[Any, PretrainSpec]] = {}
-    shapes: dict[Any, tuple[int, int]] = {}
-    for cfg in profile.configs:
-        if pool_labels(cfg.model.pretrained) is None:
-            continue
-        if cfg.data not in shapes:
-            data = load_data(cfg.data)
-            shapes[cfg.data] = (data.in_channels, data.image_size)
-        spec = pretrain_spec(cfg, *shapes[cfg.data])
-        specs.setdefault(spec.name, (cfg, spec))
-    return list(specs.values())
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nhllib.pretrain", description=__doc__.splitlines()[0])
-    parser.add_argument("profile", help="a profile name under studies/ or the path of a .yaml file")
-    parser.add_argument("--list", action="store_true",
-                        help="only list the cached entries under the profile's data_dir (writes nothing)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from nhllib.data import load_data
-    from nhllib.study import load_profile
-
-    try:
-        profile = load_profile(args.profile)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.list:  # read-only: computing the specs could write a missing split file
-        for root in sorted({cache_root(cfg.data.data_dir) for cfg in profile.configs}):
-            for folder in sorted(root.glob("*")) if root.is_dir() else []:
-                record = json.loads((folder / RECORD).read_text()) if _complete(folder) else None
-                print(f"{folder}: " + (f"linear probe {record['probe_accuracy']:.4f}" if record else "incomplete"))
-        return 0
-    specs = _profile_specs(profile)
-    if not specs:
-        print(f"profile {profile.name!r} names no pool-pretrained backbone")
-    for cfg, spec in specs:
-        with torch.random.fork_rng(devices=[]):
-            entry = ensure_pretrained(spec, load_data(cfg.data))
-        r = entry.record
-        print(f"{spec.name}: linear probe {r['probe_accuracy']:.4f} (random init {r['probe_accuracy_random_init']:.4f})"
-              f", {r['pool']['images']} pool images, {r['train_time_s']:.0f} s"
-              f" ({'trained now' if entry.trained_now else 'cached'})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
