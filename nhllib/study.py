@@ -426,10 +426,10 @@ def check_exercises(task: AnalysisTask, echo=print, children: _Children | None =
     """Check the course kit: ``05_exercises.ipynb`` on the solutions file, then on its own blank answers.
 
     Each execution goes to ``<results>/<study>/exercises/05_exercises_<name>.ipynb`` and saves its scoreboard
-    beside it as JSON; :func:`nhllib.exercises.judge_scoreboard` then requires every check to pass on the
+    beside it as JSON; :func:`nhllib.teaching.exercises.judge_scoreboard` then requires every check to pass on the
     solutions and every check to fail, as "not implemented yet", on the blank answers. Returns what went wrong.
     """
-    from nhllib.exercises import judge_scoreboard
+    from nhllib.teaching.exercises import judge_scoreboard
 
     folder = task.results_root / task.study / "exercises"
     folder.mkdir(parents=True, exist_ok=True)

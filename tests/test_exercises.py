@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nhllib import exercises
+from nhllib.teaching import exercises
 from nhllib import study as S
 
 REPO = Path(__file__).resolve().parent.parent

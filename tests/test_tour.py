@@ -9,7 +9,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from nhllib import tour
+from nhllib.teaching import tour
 from nhllib.config import RunConfig
 from nhllib.data import DEBIAN_FASHION_MNIST_DIR
 from nhllib.losses import build_losses

@@ -1,6 +1,6 @@
 """Solutions of notebooks/05_exercises.ipynb (for teachers; `use_solutions=True` loads them into the notebook).
 
-Each function is one way to answer its exercise; the checks in nhllib.exercises accept any function that gives
+Each function is one way to answer its exercise; the checks in nhllib.teaching.exercises accept any function that gives
 the same results.
 """
 

@@ -148,7 +148,7 @@ def check_hamming_ranking(fn: Callable, seed: int = 0) -> CheckResult:
 
 def check_average_precision(fn: Callable, seed: int = 0) -> CheckResult:
     """``fn(distances (N,), relevant (N,) 0/1, ties) -> float`` for the three tie rules, whole database."""
-    from nhllib.tour import codes_at_distances
+    from nhllib.teaching.tour import codes_at_distances
 
     name = "2 · average precision with ties"
     rng = np.random.default_rng(seed)
