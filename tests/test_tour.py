@@ -183,7 +183,7 @@ def test_plot_nested_layer_bands_every_length():
     assert {"rows 0–7", "rows 8–15", "rows 16–31", "rows 32–63"} <= set(texts)
     assert any("Linear(512, 64)" in t for t in texts)
     with pytest.raises(ValueError, match="strictly increasing"):
-        tour.plot_nested_layer([16, 8])
+        tour.plot_nested_layer([16, 8], 64)
 
 
 def test_target_agreement_finds_the_csq_classes_whose_8_bit_centres_contradict():

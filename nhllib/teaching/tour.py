@@ -19,15 +19,15 @@ import pandas as pd
 import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.colors import to_rgba
-from matplotlib.patches import FancyBboxPatch, Patch, Polygon
+from matplotlib.patches import Patch, Polygon
 from torch import Tensor
 
 from nhllib.config import RunConfig
 from nhllib.evaluate import encode, evaluate_nested, mean_average_precision
 from nhllib.experiment import BuiltRun, build_run
 from nhllib.losses import TARGET_MODES, build_losses
-from nhllib.plots import length_axis
+from nhllib.plots import length_axis, plot_nested_layer
+from nhllib.plots.diagrams import text_color_on
 from nhllib.results import require_columns
 from nhllib.train import FitResult
 from nhllib.checks import check_positive_int
@@ -275,12 +275,6 @@ def plot_hamming_distributions(histograms: pd.DataFrame, ncols: int = 4) -> Figu
     return fig
 
 
-def _text_color(rgba: tuple) -> str:
-    """Black on light cells, white on dark ones (relative luminance of the cell colour)."""
-    red, green, blue = rgba[:3]
-    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
-
-
 def _pair_matrix(conflicts: pd.DataFrame, lengths: list[int], column: str) -> np.ndarray:
     """(K, K) step-weighted mean of ``column`` over epochs, NaN on and below the diagonal."""
     out = np.full((len(lengths), len(lengths)), np.nan)
@@ -313,7 +307,7 @@ def plot_conflicts(conflicts: pd.DataFrame, weights: pd.DataFrame | None = None)
         for (i, j), value in np.ndenumerate(matrix):
             if np.isfinite(value):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                        color=_text_color(image.cmap(image.norm(value))))
+                        color=text_color_on(image.cmap(image.norm(value))))
         ax.set_xticks(range(len(lengths)), labels=labels)
         ax.set_yticks(range(len(lengths)), labels=labels)
         ax.set_xlabel("longer code (bits)")
@@ -554,63 +548,6 @@ def plot_map_against_references(table: pd.DataFrame) -> Figure:
 
 
 # ----------------------------------------------------------------------------- diagrams
-
-
-def plot_nested_layer(code_lengths: Sequence[int], in_features: int = 64) -> Figure:
-    """Diagram of the nested hash layer: features f (d), the one weight W (L_K × d) with its rows banded by
-    the shortest code that uses them, and the codes h_k = first L_k outputs, each a prefix of the next."""
-    lengths = [int(v) for v in code_lengths]
-    if not lengths or any(b <= a for a, b in zip(lengths, lengths[1:])) or lengths[0] < 1:
-        raise ValueError(f"code_lengths must be strictly increasing positive ints, got {list(code_lengths)}")
-    check_positive_int("in_features", in_features)
-    colors = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#8d99ae", "#6d597a"]
-    longest = lengths[-1]
-    height = 6.0  # drawing units for the longest code
-    scale = height / longest
-    fig = Figure(figsize=(9.5, 4.2), layout="constrained")
-    ax = fig.subplots()
-    ax.set_xlim(0, 10)
-    ax.set_ylim(-1.2, height + 0.9)
-    ax.axis("off")
-    # image -> backbone -> features
-    ax.add_patch(_box(0.1, 2.3, 1.2, 1.4, "#adb5bd"))
-    ax.text(0.7, 3.0, "image\nx", ha="center", va="center", fontsize=9)
-    ax.add_patch(_box(1.7, 2.0, 1.5, 2.0, "#ced4da"))
-    ax.text(2.45, 3.0, "backbone\n(shared)", ha="center", va="center", fontsize=9)
-    ax.add_patch(_box(3.6, 1.0, 0.4, 4.0, "#dee2e6"))
-    ax.text(3.8, 0.6, f"f(x)\nd = {in_features}", ha="center", va="top", fontsize=8)
-    for x0, x1 in ((1.3, 1.7), (3.2, 3.6)):
-        ax.annotate("", (x1, 3.0), (x0, 3.0), arrowprops={"arrowstyle": "->", "color": "0.3"})
-    # the weight matrix, rows banded by the shortest code using them
-    x_w, w_width = 4.6, 1.8
-    previous = 0
-    for k, length in enumerate(lengths):
-        top = height - previous * scale
-        bottom = height - length * scale
-        ax.add_patch(_box(x_w, bottom, w_width, top - bottom, colors[k % len(colors)], alpha=0.85))
-        label = f"rows {previous}–{length - 1}"
-        ax.text(x_w + w_width / 2, (top + bottom) / 2, label, ha="center", va="center", fontsize=7,
-                color=_text_color(to_rgba(colors[k % len(colors)])))
-        previous = length
-    ax.text(x_w + w_width / 2, height + 0.35, f"W: one Linear({in_features}, {longest})", ha="center", fontsize=9)
-    ax.annotate("", (x_w, 3.0), (4.0, 3.0), arrowprops={"arrowstyle": "->", "color": "0.3"})
-    # codes as brackets: h_k = the first L_k outputs
-    for k, length in enumerate(lengths):
-        x = x_w + w_width + 0.35 + 0.55 * k
-        bottom = height - length * scale
-        ax.plot([x, x], [height, bottom], color=colors[k % len(colors)], linewidth=4, solid_capstyle="butt")
-        ax.text(x, bottom - 0.15, f"h{k + 1}\n{length} bits", ha="center", va="top", fontsize=7)
-    x_text = x_w + w_width + 0.35 + 0.55 * len(lengths) + 0.1
-    ax.text(x_text, height - 0.1, "every code is a prefix of the\nlonger ones: h_k = h_K[:L_k]\n\n"
-            f"rows 0–{lengths[0] - 1} are trained by all\n{len(lengths)} objectives, the last rows\n"
-            "by the longest code only", ha="left", va="top", fontsize=8)
-    fig.suptitle("The nested hash layer: one weight matrix, K codes as prefixes", fontsize=11)
-    return fig
-
-
-def _box(x: float, y: float, width: float, height: float, color: str, alpha: float = 1.0) -> FancyBboxPatch:
-    return FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.02", facecolor=color, edgecolor="0.25",
-                          linewidth=0.8, alpha=alpha)
 
 
 def pair_rule(g_short: Sequence[float], g_long: Sequence[float], num_lengths: int = 4,
