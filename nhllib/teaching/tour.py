@@ -26,6 +26,7 @@ from nhllib.config import RunConfig
 from nhllib.evaluate import encode, evaluate_nested, mean_average_precision
 from nhllib.experiment import BuiltRun, build_run
 from nhllib.losses import TARGET_MODES, build_losses
+from nhllib import tables
 from nhllib.plots import length_axis, plot_nested_layer
 from nhllib.plots.diagrams import text_color_on
 from nhllib.results import require_columns
@@ -466,36 +467,39 @@ def same_targets(a: Sequence[torch.nn.Module], b: Sequence[torch.nn.Module]) -> 
     return True
 
 
+def _run_keys(run: TourRun) -> dict:
+    """The columns that join a tour run's logs to it, as ``attach_runs`` joins a study's (the label is its id)."""
+    hashing = run.config.hashing
+    return {"run_id": run.label, "method": hashing.method, "variant": hashing.variant,
+            "distill_weight": run.config.plan.distill_weight}
+
+
 def conflict_summary(run: TourRun) -> pd.DataFrame:
-    """Per pair of lengths, over the whole run: share of steps in conflict, mean cosine, mean α (steps-weighted),
-    and the mean weight the longer length got; empty for runs without a conflict log."""
+    """Per pair of lengths, over the whole run: share of steps in conflict, mean cosine and mean α (epochs
+    weighted by their steps), computed by :func:`nhllib.tables.conflict_summary` as for a study; empty for runs
+    without a conflict log."""
     log = run.result.conflicts
     if log is None or not log.rows:
         return pd.DataFrame(columns=["pair", "conflict_rate", "mean_cosine", "mean_alpha"])
-    frame = pd.DataFrame(log.rows)
-    out = []
-    for (short, long), part in frame.groupby(["short_length", "long_length"]):
-        w = part["steps"]
-        out.append({"pair": f"{int(short)}|{int(long)}",
-                    "conflict_rate": float(np.average(part["conflict_rate"], weights=w)),
-                    "mean_cosine": float(np.average(part["mean_cosine"], weights=w)),
-                    "mean_alpha": float(np.average(part["mean_alpha"], weights=w))})
-    return pd.DataFrame(out).set_index("pair").round(3)
+    summary = tables.conflict_summary(pd.DataFrame(log.rows).assign(**_run_keys(run)))
+    summary["pair"] = [f"{int(s)}|{int(l)}" for s, l in zip(summary["short_length"], summary["long_length"])]
+    columns = {"rate_mean": "conflict_rate", "cosine_mean": "mean_cosine", "alpha_mean": "mean_alpha"}
+    return summary.rename(columns=columns).set_index("pair")[list(columns.values())].round(3)
 
 
 def weight_summary(runs: Sequence[TourRun]) -> pd.DataFrame:
-    """Mean weight applied to each length over training (steps-weighted over epochs), one row per run.
-    Weights of 1 mean the conflict rule never damped anything (or the variant does not apply it)."""
+    """Mean weight applied to each length over training, one row per run, computed by
+    :func:`nhllib.tables.weight_summary` as for a study. Weights of 1 mean the conflict rule never damped
+    anything (or the variant does not apply it)."""
     rows = {}
     for run in runs:
         log = run.result.conflicts
         if log is None or not log.weight_rows:
             continue
-        frame = pd.DataFrame(log.weight_rows)
-        steps = pd.DataFrame(log.rows).groupby("epoch")["steps"].first()
-        frame = frame.assign(steps=frame["epoch"].map(steps))
-        rows[run.label] = {int(length): float(np.average(part["weight"], weights=part["steps"]))
-                           for length, part in frame.groupby("code_length")}
+        history = pd.DataFrame(log.weight_rows).rename(columns={"weight": "value"})
+        history = history.assign(split="train", metric="weight", **_run_keys(run))
+        summary = tables.weight_summary(history)
+        rows[run.label] = {int(length): float(mean) for length, mean in zip(summary["code_length"], summary["mean"])}
     return pd.DataFrame(rows).T.round(3)
 
 
