@@ -25,8 +25,8 @@ maps with methods on an axis, so ten methods stay readable at page width.
 """
 
 from nhllib.plots.common import (
-    CAPTION_FONTSIZE, COLLAPSED_COLOR, METRIC_LABELS, PANEL, REFERENCE_COLOR, REFERENCE_LABEL, TIE_METRICS,
-    length_axis,
+    CAPTION_FONTSIZE, COLLAPSED_COLOR, MAX_COLUMNS, METRIC_LABELS, MIN_FONT_PT, PANEL, README_WIDTH_IN, REFERENCE_COLOR,
+    REFERENCE_LABEL, TIE_METRICS, font_sizes_at_readme_width, length_axis, readable_at_readme_width,
 )
 from nhllib.plots.accuracy import plot_ablation, plot_distill_sensitivity, plot_map_vs_length, plot_verdict
 from nhllib.plots.cost import plot_speedup_vs_gain, plot_training_time
@@ -45,7 +45,17 @@ __all__ = [
     "REFERENCE_COLOR",
     "REFERENCE_LABEL",
     "TIE_METRICS",
+    "MAX_COLUMNS",
+    "MIN_FONT_PT",
+    "README_WIDTH_IN",
+    "font_sizes_at_readme_width",
+    "MAX_COLUMNS",
+    "MIN_FONT_PT",
+    "README_WIDTH_IN",
+    "font_sizes_at_readme_width",
     "length_axis",
+    "readable_at_readme_width",
+    "readable_at_readme_width",
     "plot_ablation",
     "plot_distill_sensitivity",
     "plot_map_vs_length",

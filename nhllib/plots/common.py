@@ -14,14 +14,16 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from nhllib import tables
 from nhllib.results import CONTEXT_COLUMNS
 from nhllib.vocab import VARIANTS
 
 __all__ = [
-    "CAPTION_FONTSIZE", "COLLAPSED_COLOR", "METRIC_LABELS", "PANEL", "REFERENCE_COLOR", "REFERENCE_LABEL", "TIE_METRICS",
-    "length_axis",
+    "CAPTION_FONTSIZE", "COLLAPSED_COLOR", "MAX_COLUMNS", "METRIC_LABELS", "MIN_FONT_PT", "PANEL", "README_WIDTH_IN",
+    "REFERENCE_COLOR", "REFERENCE_LABEL", "TIE_METRICS", "font_sizes_at_readme_width", "length_axis",
+    "readable_at_readme_width",
 ]
 
 logger = logging.getLogger(__name__)
@@ -39,8 +41,13 @@ METRIC_LABELS = {
     "p_at_100": "precision@100 (0–1)",
 }
 TIE_METRICS = ("map_pessimistic", "map_expected", "map_optimistic", "map_index")
-PANEL = (4.2, 3.2)  # inches per panel
+PANEL = (3.2, 2.6)  # inches per panel
 CAPTION_FONTSIZE = 8
+#: The width a figure is read at: GitHub's README column, about 850 CSS px at 96 px per inch. A figure W inches
+#: wide is shown scaled by README_WIDTH_IN / W, so its text is readable when size · README_WIDTH_IN / W >= 8 pt.
+README_WIDTH_IN = 850 / 96
+MIN_FONT_PT = 8.0  # the smallest text at README width
+MAX_COLUMNS = 3  # panels per row: more makes the figure so wide that its text shrinks below MIN_FONT_PT
 
 
 # ---------------------------------------------------------------- layout and style
@@ -58,11 +65,12 @@ def _style():
 def _grid(n_panels: int, ncols: int, caption: str, panel: tuple[float, float] = PANEL,
           nrows: int | None = None) -> tuple[Figure, np.ndarray, str]:
     """A constrained-layout figure with a band reserved at the bottom for the caption."""
-    ncols = max(1, min(ncols, n_panels))
+    ncols = max(1, min(ncols, n_panels, MAX_COLUMNS))
     nrows = nrows or math.ceil(n_panels / ncols)
-    width, height = panel[0] * ncols + 1.8, panel[1] * nrows + 0.9
-    caption = "\n".join(textwrap.wrap(caption, width=int(width * 17)))
-    band = (0.17 * (caption.count("\n") + 1) + 0.12) / height
+    width, height = panel[0] * ncols + 0.6, panel[1] * nrows + 1.6  # room for the legend below the panels
+    size = _min_size(width)
+    caption = "\n".join(textwrap.wrap(caption, width=int(width * 120 / size), break_on_hyphens=False))
+    band = (1.45 * size / 72 * (caption.count("\n") + 1) + 0.12) / height
     fig = Figure(figsize=(width, height), layout="constrained")
     fig.get_layout_engine().set(rect=(0, band, 1, 1 - band))
     axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
@@ -89,10 +97,47 @@ def _finish(fig: Figure, axes: np.ndarray, used, title: str, caption: str, handl
     fig.suptitle(title, fontsize=12)
     if handles:
         unique = {label: h for h, label in handles}
-        fig.legend(list(unique.values()), list(unique.keys()), loc="outside right center", title=legend_title,
-                   frameon=False)
+        # Below the panels, above the caption, not beside them: a legend column would widen the figure and shrink
+        # its text. The layout's bottom band grows by the legend's height (rows of text at the readable size).
+        columns = max(1, min(len(unique), int(fig.get_figwidth() // 2.6)))
+        rows = math.ceil(len(unique) / columns) + (1 if legend_title else 0)
+        engine = fig.get_layout_engine()
+        caption_band = engine.get()["rect"][1] if engine is not None and engine.get().get("rect") else 0.0
+        legend_band = (rows * 1.6 + 0.8) * _min_size(fig.get_figwidth()) / 72 / fig.get_figheight()
+        engine.set(rect=(0, caption_band + legend_band, 1, 1 - caption_band - legend_band))
+        fig.legend(list(unique.values()), list(unique.keys()), loc="lower center", title=legend_title,
+                   bbox_to_anchor=(0.5, caption_band), frameon=False, ncols=columns)
     fig.text(0.01, 0.01, caption, ha="left", va="bottom", fontsize=CAPTION_FONTSIZE, color="0.3", gid="caption")
+    return readable_at_readme_width(fig)
+
+
+def _min_size(width_in: float) -> float:
+    """The smallest font size (pt) that reads as MIN_FONT_PT when a figure ``width_in`` wide is shown at README
+    width (never below MIN_FONT_PT itself: a narrow figure is not enlarged)."""
+    return MIN_FONT_PT * max(1.0, width_in / README_WIDTH_IN)
+
+
+def readable_at_readme_width(fig: Figure) -> Figure:
+    """Raise every text of ``fig`` (titles, labels, ticks, legends, annotations, caption) to the size that reads
+    as at least :data:`MIN_FONT_PT` at :data:`README_WIDTH_IN`; larger text is left as it is."""
+    floor = _min_size(fig.get_figwidth())
+    fig.draw_without_rendering()  # creates the tick labels, so that they are found and sized too
+    for ax in fig.axes:
+        ax.tick_params(labelsize=max(floor, min((t.get_fontsize() for t in ax.get_xticklabels()), default=floor)))
+    for text in fig.findobj(Text):
+        if text.get_fontsize() < floor:
+            text.set_fontsize(floor)
     return fig
+
+
+def font_sizes_at_readme_width(fig: Figure, width_px: float | None = None, dpi: float | None = None
+                               ) -> list[tuple[str, float]]:
+    """(text, size in pt at README width) of every visible, non-empty text of ``fig``. ``width_px`` and ``dpi``
+    (a saved PNG's width and resolution) give the figure's width; by default it is the figure's own."""
+    fig.draw_without_rendering()
+    width_in = width_px / dpi if width_px is not None and dpi else fig.get_figwidth()
+    return [(t.get_text(), t.get_fontsize() * README_WIDTH_IN / width_in) for t in fig.findobj(Text)
+            if t.get_visible() and t.get_text().strip()]
 
 
 def _caption(frame: pd.DataFrame, note: str = "") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -13,7 +14,9 @@ from nhllib.results import CONFLICT_PLOT_COLUMNS, HISTORY_PLOT_COLUMNS, require_
 from nhllib.vocab import VARIANTS
 from nhllib.plots.common import _caption, _facets, _finish, _grid, _length_colors, _ordered_variants, _skip, _style
 
-__all__ = ["plot_conflict_heatmap", "plot_conflict_rates", "plot_cosine_distribution", "plot_weights"]
+FLAT_WEIGHT = 0.01  # a weight panel within this of 1 at every epoch is flat
+
+__all__ = ["FLAT_WEIGHT", "plot_conflict_heatmap", "plot_conflict_rates", "plot_cosine_distribution", "plot_weights"]
 
 
 def _epoch_axis(ax) -> None:
@@ -104,8 +107,15 @@ def plot_conflict_rates(conflicts: pd.DataFrame, variant: str | None = None,
     epochs = sorted(rows["epoch"].unique())
     methods_present = sorted(rows["method"].unique())
     stats = rows.groupby(["method", "short_length", "long_length", "epoch"])["conflict_rate"].mean()
+    # The colour scale ends at the largest rate (rounded up to 0.05), not at 1: rates of a few percent would all
+    # look white. Values are written in the cells only when they are few enough to read.
+    top = float(np.nanmax(rows["conflict_rate"].to_numpy(float))) if len(rows) else 1.0
+    vmax = min(1.0, max(0.05, math.ceil(top / 0.05 - 1e-9) * 0.05))
+    annotate = len(pairs) * len(epochs) <= 40
     note = ("Cell: the share of monitored steps in the epoch whose gradients (shared hash weight, the shorter "
-            f"code's rows) have a negative dot product. {_runs_note(rows, ['method', 'epoch'])}")
+            f"code's rows) have a negative dot product; colour scale 0–{vmax:.2f} (the largest rate, rounded up)"
+            f"{'' if annotate else ', values in the colour bar only (too many cells to write them)'}. "
+            f"{_runs_note(rows, ['method', 'epoch'])}")
     height = max(2.2, 0.22 * len(pairs) + 1.0)
     width = max(2.6, 0.32 * len(epochs) + 1.4)
     with _style():
@@ -116,7 +126,7 @@ def plot_conflict_rates(conflicts: pd.DataFrame, variant: str | None = None,
             for r, (a, b) in enumerate(pairs):
                 for c, epoch in enumerate(epochs):
                     matrix[r, c] = stats.get((method, a, b, epoch), np.nan)
-            image = _heat(ax, matrix, 0, 1, _conflict_cmap(), annotate=len(epochs) <= 12)
+            image = _heat(ax, matrix, 0, vmax, _conflict_cmap(), annotate=annotate)
             ax.set_xticks(range(len(epochs)), labels=[str(e) for e in epochs])
             ax.set_yticks(range(len(pairs)), labels=[_pair_label(a, b) for a, b in pairs])
             ax.set_xlabel("epoch")
@@ -222,11 +232,23 @@ def plot_weights(history: pd.DataFrame, variants: Sequence[str] | None = None,
     # astype: a run folder with an empty history.csv makes the concatenated columns object-typed
     rows = rows.astype({"code_length": int, "epoch": int, "value": float})
     colors = _length_colors(rows["code_length"])
+    # A panel whose weights never leave 1 by more than FLAT_WEIGHT says only "the rule never damped": it is named in
+    # the caption instead of drawn (the smallest per-epoch weight from nhllib.tables.weight_summary decides).
+    smallest = tables.weight_summary(rows).groupby(["method", "variant"])["min"].min()
+    flat = sorted(key for key, value in smallest.items() if value >= 1 - FLAT_WEIGHT)
+    if flat:
+        rows = rows[[(m, v) not in set(flat) for m, v in zip(rows["method"], rows["variant"])]]
+    flat_note = (f" Not drawn, their weights within {FLAT_WEIGHT:g} of 1 at every epoch (the rule never damped): "
+                 + ", ".join(f"{m} · {v}" for m, v in flat) + "." if flat else "")
+    if rows.empty:
+        _skip("weights", f"every panel is flat (weights within {FLAT_WEIGHT:g} of 1):{flat_note}")
+        return None
     panels = _panels_by_run_kind(rows)
     note = ("Weight applied to each length's objective, mean over the steps of an epoch (they sum to K; 1 = "
             "uniform). " + _runs_note(rows, ["method", "variant"]).replace("cell", "panel")
             + (" Band: ± one std over seeds." if rows.groupby(["method", "variant"])["run_id"].nunique().max() > 1
-               else ""))
+               else "") + flat_note)
+    low, high = float(rows["value"].min()), float(rows["value"].max())
     with _style():
         fig, axes, caption, where = _facets(panels, _caption(rows, note), panel=(3.6, 2.8))
         handles = []
@@ -240,6 +262,7 @@ def plot_weights(history: pd.DataFrame, variants: Sequence[str] | None = None,
                                 line["mean"] + line["std"].fillna(0), color=colors[length], alpha=0.15, lw=0)
                 handles.append((h, f"{length} bits"))
             ax.axhline(1, color="0.3", lw=0.8, ls=":")
+            ax.set_ylim(min(low, 0.9) - 0.05, max(high, 1.1) + 0.05)  # one scale for every panel, 1 ± 0.1 at least
             ax.set_title(f"{method} · {variant}")
             _epoch_axis(ax)
             ax.set_ylabel("applied weight (1 = uniform)")

@@ -43,7 +43,7 @@ def plot_training_time(metrics: pd.DataFrame, distill_weight: float | None = Non
             + " Training loop only (evaluation excluded).")
     with _style():
         n_bars = len(variants) + 1
-        panel_width = max(4.2, 0.2 * n_bars * len(methods) + 1.5)
+        panel_width = min(8.4, max(4.2, 0.2 * n_bars * len(methods) + 1.5))  # wider would shrink the text
         fig, axes, caption = _grid(2, 2 if panel_width <= 6 else 1, _caption(used, note), panel=(panel_width, 3.2))
         ax_time, ax_epochs = axes.flat[0], axes.flat[1]
         width = 0.8 / n_bars
@@ -100,6 +100,9 @@ def _nan0(value: float) -> float | None:
     return None if pd.isna(value) else float(value)
 
 
+MAX_LABELLED = 15  # points of the speed-up scatter labelled one by one; beyond, the full method's only
+
+
 def plot_speedup_vs_gain(metrics: pd.DataFrame, metric: str = "map", distill_weight: float | None = None
                          ) -> Figure | None:
     """One point per method × nested variant: training speed-up over the K separate models (x) against the mAP
@@ -117,8 +120,9 @@ def plot_speedup_vs_gain(metrics: pd.DataFrame, metric: str = "map", distill_wei
     flagged, collapse_note = _collapse_flags(tables.main_comparison(metrics, distill_weight), metric)
     baseline = tables.single_length_variant()
     keys = ["method", "variant", "distill_weight"]
-    gain = delta.groupby(keys, sort=False).agg(gain=("mean", "mean"), pairs=("n", "min")).reset_index()
-    gain["gain"] *= 100
+    gain = delta.groupby(keys, sort=False).agg(gain=("mean", "mean"), gain_std=("std", "mean"),
+                                               pairs=("n", "min")).reset_index()
+    gain[["gain", "gain_std"]] *= 100
     hit = {(m, v, float(d)) for m, v, d, _ in flagged}
     sep = {(m, float(0)) for m, v, d, _ in flagged if v == baseline}
     gain["collapsed"] = [(m, v, float(d)) in hit or (m, 0.0) in sep for m, v, d in zip(*(gain[k] for k in keys))]
@@ -133,7 +137,11 @@ def plot_speedup_vs_gain(metrics: pd.DataFrame, metric: str = "map", distill_wei
     note = " ".join(filter(None, [
         "x: summed training time of the K separate runs / time of one nested run (same seed); y: the paired mAP "
         "difference to separate, averaged over the code lengths, in points.",
-        _seed_note(n_all), collapse_note.replace("Grey markers", "Grey"), f"Methods labelled on the {full} points."]))
+        _seed_note(n_all), "Horizontal bars: ± one std of the per-seed speed-up; vertical bars: the per-length std "
+        "of the paired difference, averaged over the lengths." if (n_all > 1).any() else "",
+        collapse_note.replace("Grey markers", "Grey"),
+        "Every point is labelled with its method." if len(frame) <= MAX_LABELLED else
+        f"Methods labelled on the {full} points ({len(frame)} points in all: too many to label each)."]))
     with _style():
         fig, axes, caption = _grid(1, 1, _caption(data, note), panel=(7.0, 4.4))
         ax = axes.flat[0]
@@ -150,12 +158,17 @@ def plot_speedup_vs_gain(metrics: pd.DataFrame, metric: str = "map", distill_wei
                                       facecolor="white" if "n=1" in gid else edge, edgecolor=edge, linewidth=1.3,
                                       marker="D" if variant == full else "o", zorder=3)
                     dots.set_gid(gid)
+                    if "n=1" not in gid:  # the promised ± one std, where there are seeds to take it over
+                        ax.errorbar(part.loc[mask, "speedup_mean"], part.loc[mask, "gain"],
+                                    xerr=part.loc[mask, "speedup_std"].fillna(0).to_numpy(),
+                                    yerr=part.loc[mask, "gain_std"].fillna(0).to_numpy(), ls="", color=edge,
+                                    elinewidth=0.9, capsize=2, zorder=2)
             handles.append((Line2D([], [], ls="", marker="D" if variant == full else "o", color=colors[variant]),
                             variant))
-            if variant == full:
-                for row in part.itertuples(index=False):
-                    ax.annotate(row.method, (row.speedup_mean, row.gain), xytext=(5, 3), textcoords="offset points",
-                                fontsize=8, color="0.2")
+            labelled = part if len(frame) <= MAX_LABELLED or variant == full else part.iloc[0:0]
+            for k, row in enumerate(labelled.sort_values("gain").itertuples(index=False)):
+                ax.annotate(row.method, (row.speedup_mean, row.gain), xytext=(5, 3 if k % 2 else -9),
+                            textcoords="offset points", fontsize=8, color=colors[variant] if variant != full else "0.2")
         ax.axhline(0, color="0.3", lw=0.9)
         ax.axvline(1, color="0.6", lw=0.8, ls=":")
         ax.set_xlabel("training speed-up over K separate models (×)")

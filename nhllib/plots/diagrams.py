@@ -31,7 +31,7 @@ def plot_nested_layer(code_lengths: Sequence[int], in_features: int) -> Figure:
     longest = lengths[-1]
     height = 6.0  # drawing units for the longest code
     scale = height / longest
-    fig = Figure(figsize=(9.5, 4.2), layout="constrained")
+    fig = Figure(figsize=(8.8, 4.2), layout="constrained")  # about README width: its 8-pt text reads as 8 pt
     ax = fig.subplots()
     ax.set_xlim(0, 10)
     ax.set_ylim(-1.2, height + 0.9)
@@ -53,7 +53,7 @@ def plot_nested_layer(code_lengths: Sequence[int], in_features: int) -> Figure:
         bottom = height - length * scale
         ax.add_patch(_box(x_w, bottom, w_width, top - bottom, colors[k % len(colors)], alpha=0.85))
         label = f"rows {previous}–{length - 1}"
-        ax.text(x_w + w_width / 2, (top + bottom) / 2, label, ha="center", va="center", fontsize=7,
+        ax.text(x_w + w_width / 2, (top + bottom) / 2, label, ha="center", va="center", fontsize=8,
                 color=text_color_on(to_rgba(colors[k % len(colors)])))
         previous = length
     ax.text(x_w + w_width / 2, height + 0.35, f"W: one Linear({in_features}, {longest})", ha="center", fontsize=9)
@@ -63,7 +63,7 @@ def plot_nested_layer(code_lengths: Sequence[int], in_features: int) -> Figure:
         x = x_w + w_width + 0.35 + 0.55 * k
         bottom = height - length * scale
         ax.plot([x, x], [height, bottom], color=colors[k % len(colors)], linewidth=4, solid_capstyle="butt")
-        ax.text(x, bottom - 0.15, f"h{k + 1}\n{length} bits", ha="center", va="top", fontsize=7)
+        ax.text(x, bottom - 0.15, f"h{k + 1}\n{length} bits", ha="center", va="top", fontsize=8)
     x_text = x_w + w_width + 0.35 + 0.55 * len(lengths) + 0.1
     ax.text(x_text, height - 0.1, "every code is a prefix of the\nlonger ones: h_k = h_K[:L_k]\n\n"
             f"rows 0–{lengths[0] - 1} are trained by all\n{len(lengths)} objectives, the last rows\n"

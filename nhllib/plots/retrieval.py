@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from nhllib.results import TRADEOFF_PLOT_COLUMNS, require_columns
-from nhllib.plots.common import _finish, _grid, _skip, _style
+from nhllib.plots.common import _finish, _grid, _min_size, _skip, _style
 
 __all__ = ["RETRIEVAL_SCALING_CONFIGURATIONS", "plot_retrieval_scaling", "plot_retrieval_tradeoff"]
 
@@ -193,7 +193,8 @@ def plot_retrieval_tradeoff(frame: pd.DataFrame, threshold: float = 0.99) -> Fig
         caption += (" Exhaustive search was timed with faiss's default threads and with one thread; the faster "
                     "is the reference drawn.")
     with _style():
-        fig, axes, caption = _grid(2, 2, caption, panel=(4.6, 3.6))
+        # One panel above the other: side by side, the labelled points would need text too small at README width.
+        fig, axes, caption = _grid(2, 1, caption, panel=(6.4, 3.9))
         handles, pending = [], []
         for ax, x, xlabel, title in (
             (axes.flat[0], "ms_per_query", "time per query (ms, log scale)", "quality against time"),
@@ -219,12 +220,16 @@ def plot_retrieval_tradeoff(frame: pd.DataFrame, threshold: float = 0.99) -> Fig
             ax.set_ylabel(f"mAP@{k} relative to exhaustive (1 = equal)")
             ax.set_title(title)
         handles.append((line, f"{threshold:.0%} of the exhaustive mAP"))
-        fig.draw_without_rendering()  # the layout fixes the transforms the label placement reads
+        fig = _finish(fig, axes, 2, f"Nested-code retrieval: mAP@{k} against cost ({n:,} database items)",
+                      caption, handles, "strategy")
+        # Labels last, at the readable size: the finished layout (legend, caption, text sizes) fixes the transforms
+        # the placement reads; the labels stay out of the layout so that it does not move again.
+        fig.draw_without_rendering()
         for ax in axes.flat:
             placed: list = []
             for axis, x, sub, color in pending:
                 if axis is ax:
                     _place_labels(ax, sub[x], sub["map_ratio"], labels[sub.index], color, placed,
-                                  [(a, xx, ss) for a, xx, ss, _c in pending if a is ax])
-        return _finish(fig, axes, 2, f"Nested-code retrieval: mAP@{k} against cost ({n:,} database items)",
-                       caption, handles, "strategy")
+                                  [(a, xx, ss) for a, xx, ss, _c in pending if a is ax],
+                                  fontsize=_min_size(fig.get_figwidth()))
+        return fig
