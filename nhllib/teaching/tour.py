@@ -40,6 +40,7 @@ __all__ = [
     "conflict_summary",
     "map_table",
     "same_targets",
+    "targets_story",
     "target_agreement",
     "time_table",
     "train_run",
@@ -242,7 +243,7 @@ def plot_map_by_length(maps: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_hamming_distributions(histograms: pd.DataFrame, ncols: int = 4) -> Figure:
+def plot_hamming_distributions(histograms: pd.DataFrame, ncols: int = 2) -> Figure:
     """One panel per code length: the distance distribution of relevant and of irrelevant query-database pairs.
 
     ``histograms`` is :func:`hamming_histograms`' frame. The less the two distributions overlap, the better
@@ -252,7 +253,8 @@ def plot_hamming_distributions(histograms: pd.DataFrame, ncols: int = 4) -> Figu
     lengths = sorted(int(v) for v in histograms["code_length"].unique())
     ncols = max(1, min(ncols, len(lengths)))
     nrows = -(-len(lengths) // ncols)
-    fig = Figure(figsize=(3.2 * ncols + 1.6, 2.7 * nrows), layout="constrained")
+    # Two panels to a row (not one long strip): each panel keeps a readable height at notebook width.
+    fig = Figure(figsize=(3.6 * ncols + 0.6, 2.6 * nrows + 0.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax, length in zip(axes, lengths):
         panel = histograms[histograms["code_length"] == length]
@@ -319,7 +321,11 @@ def plot_conflicts(conflicts: pd.DataFrame, weights: pd.DataFrame | None = None)
         ax = axes[2]
         for length, part in weights.groupby("code_length"):
             part = part.sort_values("epoch")
-            ax.plot(part["epoch"], part["weight"], marker="o", label=f"{int(length)} bits")
+            # Lengths often share a weight (1 when nothing is damped): distinct markers and dashes, drawn in
+            # decreasing size, keep a line visible under another.
+            k = sorted(weights["code_length"].unique()).index(length)
+            ax.plot(part["epoch"], part["weight"], marker="osD^v"[k % 5], ms=9 - 1.5 * k, lw=2.4 - 0.4 * k,
+                    ls=("-", "--", "-.", ":")[k % 4], label=f"{int(length)} bits")
         ax.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--")
         # From 0 up: flat weights of 1 (nothing damped) then read as such instead of as a zoomed-in wiggle.
         ax.set_ylim(0, max(2.0, 1.15 * float(weights["weight"].max())))
@@ -501,6 +507,31 @@ def weight_summary(runs: Sequence[TourRun]) -> pd.DataFrame:
         summary = tables.weight_summary(history)
         rows[run.label] = {int(length): float(mean) for length, mean in zip(summary["code_length"], summary["mean"])}
     return pd.DataFrame(rows).T.round(3)
+
+
+def targets_story(run: TourRun, class_names: Sequence[str] | None = None) -> str:
+    """Markdown on whether the lengths' per-class targets agree in ``run``, written from its own losses: the
+    classes whose shorter target is not the prefix of their longest target, or, for a method without per-class
+    targets (pairwise and triplet losses), that the lengths cannot disagree about targets."""
+    method = run.config.hashing.method
+    table = target_agreement(run.built.losses, class_names)
+    if table.empty:
+        return (f"**{method}** has no per-class target codes (it compares the images of a batch with each other), so "
+                "the lengths cannot disagree about targets: any conflicts above come from the data and the shared "
+                "rows alone, and the target tables below have nothing to compare.")
+    columns = [c for c in table.columns if c != "class"]
+    bad = table[~table[columns].all(axis=1)]
+    if bad.empty:
+        return (f"**{method}**'s per-class targets agree across lengths: every shorter target is the prefix of the "
+                "longest one (table below), so the conflicts above come from the data and the shared rows alone.")
+    where = "; ".join(f"{row['class']} ({', '.join(c.split('-')[0] + ' bits' for c in columns if not row[c])})"
+                      for _, row in bad.iterrows())
+    return (f"**{method}** gives every class a target code per length, built independently for each length. For "
+            f"{len(bad)} of {len(table)} classes the shorter target is **not** the prefix of the longest one: "
+            f"{where}. On those bits the short loss and every longer loss ask for opposite signs, a built-in "
+            "gradient conflict on the shared rows, which grows as the other classes are learned and their gradients "
+            "fade; the conflict rule then damps the longer lengths (α < 1) and the short length's weight rises above "
+            "1. The weighting treats the symptom; `targets=\"nested\"` removes the cause (below).")
 
 
 def compare_targets(cfg: RunConfig, first: TourRun | None = None) -> tuple[list[TourRun], str]:
