@@ -548,10 +548,11 @@ def compare_targets(cfg: RunConfig, first: TourRun | None = None) -> tuple[list[
                                  first.built.data.num_train, nested=True, targets="nested", seed=cfg.seed,
                                  **cfg.hashing.loss_hparams)
     if same_targets(first.built.losses, nested_losses):
+        has_targets = not target_agreement(first.built.losses).empty
         return [first], (f"targets='nested' and targets='independent' give {cfg.hashing.method.upper()} the same "
-                         f"per-class targets in this version of nhllib, so a second run would repeat the first "
-                         f"exactly and was not trained. The prefix table above shows the contradiction that "
-                         f"nested targets remove.")
+                         f"{'per-class targets' if has_targets else 'losses (it has no per-class targets)'} in this "
+                         f"version of nhllib, so a second run would repeat the first exactly and was not trained."
+                         + (" The prefix table above shows which targets disagree." if has_targets else ""))
     second = train_run(cfg, targets="nested", label="nhl, nested targets")
     agree = target_agreement(second.built.losses)
     consistent = bool(agree.drop(columns="class").to_numpy().all()) if not agree.empty else True
