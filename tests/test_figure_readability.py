@@ -85,10 +85,12 @@ def test_flat_weight_panels_are_dropped_and_named(ten_methods):
     fig = plots.plot_weights(history)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert not any(t.startswith("csq ·") for t in titles) and any(t.startswith("dbdh ·") for t in titles)
+    assert titles[-1] == "never damped: 2 panels (caption)"
     caption = next(t.get_text() for t in fig.texts if t.get_gid() == "caption")
     assert "never damped" in caption and "csq · nhl" in caption.replace("\n", " ")
     every = history.assign(value=np.where(history["metric"] == "weight", 1.0, history["value"]))
-    assert plots.plot_weights(every) is None
+    titles = [ax.get_title() for ax in plots.plot_weights(every).axes if ax.get_visible()]
+    assert titles == ["never damped: 20 panels (caption)"]  # one grouped panel, the figure still exists
 
 
 def test_speedup_scatter_draws_its_error_bars(ten_methods):

@@ -67,7 +67,8 @@ def _grid(n_panels: int, ncols: int, caption: str, panel: tuple[float, float] = 
     """A constrained-layout figure with a band reserved at the bottom for the caption."""
     ncols = max(1, min(ncols, n_panels, MAX_COLUMNS))
     nrows = nrows or math.ceil(n_panels / ncols)
-    width, height = panel[0] * ncols + 0.6, panel[1] * nrows + 1.6  # room for the legend below the panels
+    # At least 6.4 in wide, so that a one-panel figure still holds its title; room for the legend below the panels.
+    width, height = max(6.4, panel[0] * ncols + 0.6), panel[1] * nrows + 1.6
     size = _min_size(width)
     caption = "\n".join(textwrap.wrap(caption, width=int(width * 120 / size), break_on_hyphens=False))
     band = (1.45 * size / 72 * (caption.count("\n") + 1) + 0.12) / height

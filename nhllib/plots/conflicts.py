@@ -133,7 +133,7 @@ def plot_conflict_rates(conflicts: pd.DataFrame, variant: str | None = None,
             ax.set_ylabel("pair (short|long bits)")
             ax.set_title(method)
         used = axes.flat[:len(methods_present)]
-        fig.colorbar(image, ax=list(used), label="steps in conflict (share, 0–1)", shrink=0.8)
+        fig.colorbar(image, ax=list(used), label="steps in conflict (share of the epoch)", shrink=0.8)
         return _finish(fig, axes, len(methods_present),
                        f"When code lengths conflict: share of steps per pair and epoch ({chosen})", caption)
 
@@ -232,18 +232,19 @@ def plot_weights(history: pd.DataFrame, variants: Sequence[str] | None = None,
     # astype: a run folder with an empty history.csv makes the concatenated columns object-typed
     rows = rows.astype({"code_length": int, "epoch": int, "value": float})
     colors = _length_colors(rows["code_length"])
-    # A panel whose weights never leave 1 by more than FLAT_WEIGHT says only "the rule never damped": it is named in
-    # the caption instead of drawn (the smallest per-epoch weight from nhllib.tables.weight_summary decides).
+    # Panels whose weights never leave 1 by more than FLAT_WEIGHT say only "the rule never damped": they are grouped
+    # into one last panel (the mean over them per length) and named in the caption (the smallest per-epoch weight,
+    # from nhllib.tables.weight_summary, decides).
     smallest = tables.weight_summary(rows).groupby(["method", "variant"])["min"].min()
     flat = sorted(key for key, value in smallest.items() if value >= 1 - FLAT_WEIGHT)
-    if flat:
-        rows = rows[[(m, v) not in set(flat) for m, v in zip(rows["method"], rows["variant"])]]
-    flat_note = (f" Not drawn, their weights within {FLAT_WEIGHT:g} of 1 at every epoch (the rule never damped): "
-                 + ", ".join(f"{m} · {v}" for m, v in flat) + "." if flat else "")
-    if rows.empty:
-        _skip("weights", f"every panel is flat (weights within {FLAT_WEIGHT:g} of 1):{flat_note}")
-        return None
-    panels = _panels_by_run_kind(rows)
+    is_flat = pd.Series([(m, v) in set(flat) for m, v in zip(rows["method"], rows["variant"])], index=rows.index)
+    flat_rows, kept = rows[is_flat], rows[~is_flat]
+    flat_note = (f" Grouped in the last panel, their weights within {FLAT_WEIGHT:g} of 1 at every epoch (the rule "
+                 "never damped): " + ", ".join(f"{m} · {v}" for m, v in flat) + "." if flat else "")
+    panels = _panels_by_run_kind(kept) if not kept.empty else []
+    group_key = ("\uffff", flat[0][1]) if flat else None  # sorts after every method
+    if group_key:
+        panels.append(group_key)
     note = ("Weight applied to each length's objective, mean over the steps of an epoch (they sum to K; 1 = "
             "uniform). " + _runs_note(rows, ["method", "variant"]).replace("cell", "panel")
             + (" Band: ± one std over seeds." if rows.groupby(["method", "variant"])["run_id"].nunique().max() > 1
@@ -253,7 +254,8 @@ def plot_weights(history: pd.DataFrame, variants: Sequence[str] | None = None,
         fig, axes, caption, where = _facets(panels, _caption(rows, note), panel=(3.6, 2.8))
         handles = []
         for (method, variant), ax in where.items():
-            sub = rows[(rows["method"] == method) & (rows["variant"] == variant)]
+            grouped = (method, variant) == group_key
+            sub = flat_rows if grouped else kept[(kept["method"] == method) & (kept["variant"] == variant)]
             stats = sub.groupby(["code_length", "epoch"])["value"].agg(["mean", "std"])
             for length, line in stats.groupby(level=0):
                 line = line.droplevel(0).sort_index()
@@ -263,7 +265,8 @@ def plot_weights(history: pd.DataFrame, variants: Sequence[str] | None = None,
                 handles.append((h, f"{length} bits"))
             ax.axhline(1, color="0.3", lw=0.8, ls=":")
             ax.set_ylim(min(low, 0.9) - 0.05, max(high, 1.1) + 0.05)  # one scale for every panel, 1 ± 0.1 at least
-            ax.set_title(f"{method} · {variant}")
+            ax.set_title(f"never damped: {len(flat)} panel{'s' if len(flat) != 1 else ''} (caption)" if grouped
+                         else f"{method} · {variant}")
             _epoch_axis(ax)
             ax.set_ylabel("applied weight (1 = uniform)")
         return _finish(fig, axes, where.values(), "Conflict-aware weights over training", caption, handles,
