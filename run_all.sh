@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the study: ./run_all.sh [smoke|default|full|gpu|paper|PATH.yaml] [driver options]   (default profile: default)
+# Regenerate the study: ./run_all.sh [smoke|default|full|gpu|paper|regimes|PATH.yaml] [driver options]; ./run_all.sh --help says more
 #   driver options (python -m nhllib.study --help): --results DIR, --jobs N, --analysis-only, --list,
 #   --executor slurm (a Slurm job array through submitit; --partition, --gpus-per-run, --time-min, ...)
 #   Relative paths (a profile file, --results) are relative to the directory you call it from.
@@ -10,7 +10,63 @@
 # The default profile then renders the executed tour and exercises into docs/rendered/ (scripts/render_docs.sh;
 # NHL_RENDER_DOCS=0 skips it) and regenerates the README's findings block from results/tables (python -m nhllib.findings).
 set -euo pipefail
+# One line per profile for --help (a profile's file says the rest at its top); a new profile without a line here
+# is still listed, pointing at its file. tests/test_run_all_help.py checks every studies/*.yaml has a line.
+profile_line() {
+  case "$1" in
+    smoke)     echo "every notebook on tiny data, a few minutes (what the slow tests run)" ;;
+    default)   echo "the CPU study: Fashion-MNIST, 10 methods, MLP, 3 seeds, at most 45 min on 2 cores (committed)" ;;
+    baselines) echo "how default.yaml's per-method settings were chosen (32-bit separate models), about 10 min" ;;
+    full)      echo "10 methods, every variant, a distillation-weight sweep, the CNN: a workstation or GPU, hours" ;;
+    paper)     echo "the paper's CIFAR-10 protocol (pretrained ResNet-50, 224 px): needs a GPU and CIFAR-10" ;;
+    *)         echo "see the comment at the top of studies/$1.yaml" ;;
+  esac
+}
+usage() {
+  cat <<USAGE
+usage: ./run_all.sh [PROFILE | PATH.yaml] [driver options]      (PROFILE defaults to 'default')
+       ./run_all.sh --help | -h              this text; sets nothing up, writes nothing
+
+Runs every missing run of the profile's grid (studies/PROFILE.yaml) through papermill, then the analysis
+notebooks; resumable (complete runs are skipped). The first call creates the Python environment (.venv) and
+fetches Fashion-MNIST when missing. The default profile then re-renders docs/rendered/ (NHL_RENDER_DOCS=0 skips
+it) and the README's findings block.
+
+profiles:
+USAGE
+  local name
+  for name in $(cd studies && ls *.yaml | sed 's/\.yaml$//'); do
+    printf '  %-10s %s\n' "$name" "$(profile_line "$name")"
+  done
+  cat <<'USAGE'
+
+driver options (python -m nhllib.study):
+  --results DIR          results root, relative to the current directory (default: results)
+  --jobs N               runs at a time, sharing the CPU cores (default 2, or $NHL_JOBS)
+  --analysis-only        skip training; rerun the analysis notebooks on the complete runs
+  --list                 list the profile's runs and their state, then exit (renders and writes nothing)
+  --executor E           local (default) | slurm (a Slurm job array through submitit) | submitit-local
+  cluster (with --executor slurm): --partition P, --gpus-per-run N, --cpus-per-run N, --mem-gb G,
+                         --time-min M, --array-parallelism N, --account A, --qos Q, --constraint C
+
+examples:
+  ./run_all.sh smoke                     check that everything runs (minutes)
+  ./run_all.sh default --list            which runs of the default study exist
+  ./run_all.sh default --analysis-only   redraw figures and tables from existing runs
+  ./run_all.sh my_study.yaml --results /scratch/res --jobs 4
+
+Ctrl-C or kill PID stops the driver and its notebooks; rerun the same command to resume. A second run_all.sh on
+the same results folder stops at once, naming the first.
+USAGE
+}
 caller=$PWD
+listing=0
+for arg in "$@"; do
+  case "$arg" in
+    -h|--help) cd "$(dirname "$0")" && usage; exit 0 ;;
+    --list) listing=1 ;;
+  esac
+done
 profile=${1:-default}
 shift || true
 case "$profile" in
@@ -24,6 +80,9 @@ if [ ! -f "$profile" ] && [ ! -f "studies/$profile.yaml" ]; then
 fi
 source scripts/env.sh
 ensure_env
+if [ "$listing" = 1 ]; then  # a listing only reads: no data fetched, no documents rendered, nothing written
+  cd "$caller" && PYTHONPATH="$project${PYTHONPATH:+:$PYTHONPATH}" exec "$NHL_PYTHON" -m nhllib.study "$profile" "$@"
+fi
 NHL_PYTHON="$NHL_PYTHON" scripts/get_data.sh --profile "$profile"
 "$NHL_PYTHON" -m nhllib.check_data --profile "$profile"
 start=$(date +%s)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nhllib import exercises
+from nhllib.teaching import exercises
 from nhllib import study as S
 from nhllib.study import execution as E
 from nhllib.study.scoreboard import judge_scoreboard
@@ -57,7 +57,7 @@ def test_typical_mistakes_get_a_precise_message(solutions):
         lambda q, d: ((d.shape[1] - d @ q) / 2, torch.argsort((d.shape[1] - d @ q) / 2, descending=True).flip(0)))
     assert not unstable.passed and "stable sort" in unstable.message
     torch_sign = exercises.check_prefix_codes(lambda h, lengths: {n: torch.sign(h[:, :n]) for n in lengths})
-    assert not torch_sign.passed and "Zeros must become +1" in torch_sign.message
+    assert not torch_sign.passed and "zeros must become +1" in torch_sign.message
     constant = exercises.check_average_precision(lambda d, r, t: 0.5)
     assert not constant.passed and "expected AP" in constant.message
     divisor_k = exercises.check_conflict_factor(lambda gs, gl, s, k, b: solutions.conflict_factor(gs, gl, s, k + 1, b))

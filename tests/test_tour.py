@@ -9,7 +9,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from nhllib import tour
+from nhllib.teaching import tour
 from nhllib.config import RunConfig
 from nhllib.losses import build_losses
 
@@ -182,7 +182,7 @@ def test_plot_nested_layer_bands_every_length():
     assert {"rows 0–7", "rows 8–15", "rows 16–31", "rows 32–63"} <= set(texts)
     assert any("Linear(512, 64)" in t for t in texts)
     with pytest.raises(ValueError, match="strictly increasing"):
-        tour.plot_nested_layer([16, 8])
+        tour.plot_nested_layer([16, 8], 64)
 
 
 def test_target_agreement_finds_the_csq_classes_whose_8_bit_centres_contradict():
@@ -290,3 +290,25 @@ def test_compare_targets_trains_a_second_run_when_nested_targets_differ(tiny_con
     assert not tour.target_agreement(runs[0].built.losses)["8-bit = prefix"].all()
     assert tour.target_agreement(runs[1].built.losses)["8-bit = prefix"].all()
     assert list(tour.weight_summary(runs).index) == ["nhl, independent targets", "nhl, nested targets"]
+
+
+def _story_run(method, losses):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config=SimpleNamespace(hashing=SimpleNamespace(method=method)),
+                           built=SimpleNamespace(losses=losses))
+
+
+def test_targets_story_follows_the_method():
+    from types import SimpleNamespace
+
+    triplet = tour.targets_story(_story_run("dtsh", [torch.nn.Identity(), torch.nn.Identity()]))
+    assert "**dtsh** has no per-class target codes" in triplet and "CSQ" not in triplet
+    long = torch.tensor([[1.0, 1, -1, 1], [1, -1, 1, 1], [-1, 1, 1, -1]])
+    agree = [SimpleNamespace(centers=long[:, :2]), SimpleNamespace(centers=long)]
+    assert "agree across lengths" in tour.targets_story(_story_run("csq", agree), ["a", "b", "c"])
+    short = long[:, :2].clone()
+    short[2] = -short[2]
+    story = tour.targets_story(_story_run("csq", [SimpleNamespace(centers=short), SimpleNamespace(centers=long)]),
+                               ["a", "b", "c"])
+    assert "For 1 of 3 classes" in story and "c (2 bits)" in story

@@ -1,6 +1,6 @@
 """Solutions of notebooks/05_exercises.ipynb (for teachers; `use_solutions=True` loads them into the notebook).
 
-Each function is one way to answer its exercise; the checks in nhllib.exercises accept any function that gives
+Each function is one way to answer its exercise; the checks in nhllib.teaching.exercises accept any function that gives
 the same results.
 """
 
@@ -49,3 +49,43 @@ def csq_loss(u, y, centers, lam):
     t = torch.tanh(u)
     target = y @ centers  # one-hot labels pick their class's centre
     return F.binary_cross_entropy((t + 1) / 2, (target + 1) / 2) + lam * (t.abs() - 1).pow(2).mean()
+
+
+# ----------------------------------------------------------------------------- stretch exercises
+
+
+def expected_average_precision(distances, relevant):
+    """The AP averaged over every order inside each tie group, exactly: the j-th relevant item of a group of n
+    items holding r relevant ones, after p items with H relevant, sits at the group's i-th place with probability
+    C(i−1, j−1)·C(n−i, r−j)/C(n, r), and then contributes (H + j)/(p + i)."""
+    from math import comb
+
+    total_relevant = sum(relevant)
+    if total_relevant == 0:
+        return 0.0
+    groups = {}
+    for d, r in zip(distances, relevant):
+        n, k = groups.get(d, (0, 0))
+        groups[d] = (n + 1, k + r)
+    before, hits_before, total = 0, 0, 0.0
+    for d in sorted(groups):
+        n, r = groups[d]
+        for j in range(1, r + 1):
+            for i in range(j, n - r + j + 1):
+                total += comb(i - 1, j - 1) * comb(n - i, r - j) / comb(n, r) * (hits_before + j) / (before + i)
+        before, hits_before = before + n, hits_before + r
+    return total / total_relevant
+
+
+def weight_step(alpha):
+    """Cap each far pair by its adjacent pair, multiply down each column, normalise to sum K."""
+    k = alpha.shape[0]
+    capped = alpha.clone()
+    for s in range(k):
+        for l in range(s + 2, k):
+            capped[s, l] = min(alpha[s, l], alpha[s, s + 1])
+    weights = torch.ones(k, dtype=alpha.dtype)
+    for l in range(k):
+        for s in range(l):
+            weights[l] = weights[l] * capped[s, l]
+    return weights * k / weights.sum()

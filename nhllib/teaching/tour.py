@@ -19,15 +19,16 @@ import pandas as pd
 import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.colors import to_rgba
-from matplotlib.patches import FancyBboxPatch, Patch, Polygon
+from matplotlib.patches import Patch, Polygon
 from torch import Tensor
 
 from nhllib.config import RunConfig
 from nhllib.evaluate import encode, evaluate_nested, mean_average_precision
 from nhllib.experiment import BuiltRun, build_run
 from nhllib.losses import TARGET_MODES, build_losses
-from nhllib.plots import length_axis
+from nhllib import tables
+from nhllib.plots import length_axis, plot_nested_layer
+from nhllib.plots.diagrams import text_color_on
 from nhllib.results import require_columns
 from nhllib.train import FitResult
 from nhllib.checks import check_positive_int
@@ -39,6 +40,7 @@ __all__ = [
     "conflict_summary",
     "map_table",
     "same_targets",
+    "targets_story",
     "target_agreement",
     "time_table",
     "train_run",
@@ -241,7 +243,7 @@ def plot_map_by_length(maps: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_hamming_distributions(histograms: pd.DataFrame, ncols: int = 4) -> Figure:
+def plot_hamming_distributions(histograms: pd.DataFrame, ncols: int = 2) -> Figure:
     """One panel per code length: the distance distribution of relevant and of irrelevant query-database pairs.
 
     ``histograms`` is :func:`hamming_histograms`' frame. The less the two distributions overlap, the better
@@ -251,7 +253,8 @@ def plot_hamming_distributions(histograms: pd.DataFrame, ncols: int = 4) -> Figu
     lengths = sorted(int(v) for v in histograms["code_length"].unique())
     ncols = max(1, min(ncols, len(lengths)))
     nrows = -(-len(lengths) // ncols)
-    fig = Figure(figsize=(3.2 * ncols + 1.6, 2.7 * nrows), layout="constrained")
+    # Two panels to a row (not one long strip): each panel keeps a readable height at notebook width.
+    fig = Figure(figsize=(3.6 * ncols + 0.6, 2.6 * nrows + 0.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax, length in zip(axes, lengths):
         panel = histograms[histograms["code_length"] == length]
@@ -273,12 +276,6 @@ def plot_hamming_distributions(histograms: pd.DataFrame, ncols: int = 4) -> Figu
                frameon=False)
     fig.suptitle("Query-to-database Hamming distances", fontsize=11)
     return fig
-
-
-def _text_color(rgba: tuple) -> str:
-    """Black on light cells, white on dark ones (relative luminance of the cell colour)."""
-    red, green, blue = rgba[:3]
-    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
 
 
 def _pair_matrix(conflicts: pd.DataFrame, lengths: list[int], column: str) -> np.ndarray:
@@ -313,7 +310,7 @@ def plot_conflicts(conflicts: pd.DataFrame, weights: pd.DataFrame | None = None)
         for (i, j), value in np.ndenumerate(matrix):
             if np.isfinite(value):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                        color=_text_color(image.cmap(image.norm(value))))
+                        color=text_color_on(image.cmap(image.norm(value))))
         ax.set_xticks(range(len(lengths)), labels=labels)
         ax.set_yticks(range(len(lengths)), labels=labels)
         ax.set_xlabel("longer code (bits)")
@@ -324,7 +321,11 @@ def plot_conflicts(conflicts: pd.DataFrame, weights: pd.DataFrame | None = None)
         ax = axes[2]
         for length, part in weights.groupby("code_length"):
             part = part.sort_values("epoch")
-            ax.plot(part["epoch"], part["weight"], marker="o", label=f"{int(length)} bits")
+            # Lengths often share a weight (1 when nothing is damped): distinct markers and dashes, drawn in
+            # decreasing size, keep a line visible under another.
+            k = sorted(weights["code_length"].unique()).index(length)
+            ax.plot(part["epoch"], part["weight"], marker="osD^v"[k % 5], ms=9 - 1.5 * k, lw=2.4 - 0.4 * k,
+                    ls=("-", "--", "-.", ":")[k % 4], label=f"{int(length)} bits")
         ax.axhline(1.0, color="0.5", linewidth=0.8, linestyle="--")
         # From 0 up: flat weights of 1 (nothing damped) then read as such instead of as a zoomed-in wiggle.
         ax.set_ylim(0, max(2.0, 1.15 * float(weights["weight"].max())))
@@ -472,37 +473,65 @@ def same_targets(a: Sequence[torch.nn.Module], b: Sequence[torch.nn.Module]) -> 
     return True
 
 
+def _run_keys(run: TourRun) -> dict:
+    """The columns that join a tour run's logs to it, as ``attach_runs`` joins a study's (the label is its id)."""
+    hashing = run.config.hashing
+    return {"run_id": run.label, "method": hashing.method, "variant": hashing.variant,
+            "distill_weight": run.config.plan.distill_weight}
+
+
 def conflict_summary(run: TourRun) -> pd.DataFrame:
-    """Per pair of lengths, over the whole run: share of steps in conflict, mean cosine, mean α (steps-weighted),
-    and the mean weight the longer length got; empty for runs without a conflict log."""
+    """Per pair of lengths, over the whole run: share of steps in conflict, mean cosine and mean α (epochs
+    weighted by their steps), computed by :func:`nhllib.tables.conflict_summary` as for a study; empty for runs
+    without a conflict log."""
     log = run.result.conflicts
     if log is None or not log.rows:
         return pd.DataFrame(columns=["pair", "conflict_rate", "mean_cosine", "mean_alpha"])
-    frame = pd.DataFrame(log.rows)
-    out = []
-    for (short, long), part in frame.groupby(["short_length", "long_length"]):
-        w = part["steps"]
-        out.append({"pair": f"{int(short)}|{int(long)}",
-                    "conflict_rate": float(np.average(part["conflict_rate"], weights=w)),
-                    "mean_cosine": float(np.average(part["mean_cosine"], weights=w)),
-                    "mean_alpha": float(np.average(part["mean_alpha"], weights=w))})
-    return pd.DataFrame(out).set_index("pair").round(3)
+    summary = tables.conflict_summary(pd.DataFrame(log.rows).assign(**_run_keys(run)))
+    summary["pair"] = [f"{int(s)}|{int(l)}" for s, l in zip(summary["short_length"], summary["long_length"])]
+    columns = {"rate_mean": "conflict_rate", "cosine_mean": "mean_cosine", "alpha_mean": "mean_alpha"}
+    return summary.rename(columns=columns).set_index("pair")[list(columns.values())].round(3)
 
 
 def weight_summary(runs: Sequence[TourRun]) -> pd.DataFrame:
-    """Mean weight applied to each length over training (steps-weighted over epochs), one row per run.
-    Weights of 1 mean the conflict rule never damped anything (or the variant does not apply it)."""
+    """Mean weight applied to each length over training, one row per run, computed by
+    :func:`nhllib.tables.weight_summary` as for a study. Weights of 1 mean the conflict rule never damped
+    anything (or the variant does not apply it)."""
     rows = {}
     for run in runs:
         log = run.result.conflicts
         if log is None or not log.weight_rows:
             continue
-        frame = pd.DataFrame(log.weight_rows)
-        steps = pd.DataFrame(log.rows).groupby("epoch")["steps"].first()
-        frame = frame.assign(steps=frame["epoch"].map(steps))
-        rows[run.label] = {int(length): float(np.average(part["weight"], weights=part["steps"]))
-                           for length, part in frame.groupby("code_length")}
+        history = pd.DataFrame(log.weight_rows).rename(columns={"weight": "value"})
+        history = history.assign(split="train", metric="weight", **_run_keys(run))
+        summary = tables.weight_summary(history)
+        rows[run.label] = {int(length): float(mean) for length, mean in zip(summary["code_length"], summary["mean"])}
     return pd.DataFrame(rows).T.round(3)
+
+
+def targets_story(run: TourRun, class_names: Sequence[str] | None = None) -> str:
+    """Markdown on whether the lengths' per-class targets agree in ``run``, written from its own losses: the
+    classes whose shorter target is not the prefix of their longest target, or, for a method without per-class
+    targets (pairwise and triplet losses), that the lengths cannot disagree about targets."""
+    method = run.config.hashing.method
+    table = target_agreement(run.built.losses, class_names)
+    if table.empty:
+        return (f"**{method}** has no per-class target codes (it compares the images of a batch with each other), so "
+                "the lengths cannot disagree about targets: any conflicts above come from the data and the shared "
+                "rows alone, and the target tables below have nothing to compare.")
+    columns = [c for c in table.columns if c != "class"]
+    bad = table[~table[columns].all(axis=1)]
+    if bad.empty:
+        return (f"**{method}**'s per-class targets agree across lengths: every shorter target is the prefix of the "
+                "longest one (table below), so the conflicts above come from the data and the shared rows alone.")
+    where = "; ".join(f"{row['class']} ({', '.join(c.split('-')[0] + ' bits' for c in columns if not row[c])})"
+                      for _, row in bad.iterrows())
+    return (f"**{method}** gives every class a target code per length, built independently for each length. For "
+            f"{len(bad)} of {len(table)} classes the shorter target is **not** the prefix of the longest one: "
+            f"{where}. On those bits the short loss and every longer loss ask for opposite signs, a built-in "
+            "gradient conflict on the shared rows, which grows as the other classes are learned and their gradients "
+            "fade; the conflict rule then damps the longer lengths (α < 1) and the short length's weight rises above "
+            "1. The weighting treats the symptom; `targets=\"nested\"` removes the cause (below).")
 
 
 def compare_targets(cfg: RunConfig, first: TourRun | None = None) -> tuple[list[TourRun], str]:
@@ -519,10 +548,11 @@ def compare_targets(cfg: RunConfig, first: TourRun | None = None) -> tuple[list[
                                  first.built.data.num_train, nested=True, targets="nested", seed=cfg.seed,
                                  **cfg.hashing.loss_hparams)
     if same_targets(first.built.losses, nested_losses):
+        has_targets = not target_agreement(first.built.losses).empty
         return [first], (f"targets='nested' and targets='independent' give {cfg.hashing.method.upper()} the same "
-                         f"per-class targets in this version of nhllib, so a second run would repeat the first "
-                         f"exactly and was not trained. The prefix table above shows the contradiction that "
-                         f"nested targets remove.")
+                         f"{'per-class targets' if has_targets else 'losses (it has no per-class targets)'} in this "
+                         f"version of nhllib, so a second run would repeat the first exactly and was not trained."
+                         + (" The prefix table above shows which targets disagree." if has_targets else ""))
     second = train_run(cfg, targets="nested", label="nhl, nested targets")
     agree = target_agreement(second.built.losses)
     consistent = bool(agree.drop(columns="class").to_numpy().all()) if not agree.empty else True
@@ -554,63 +584,6 @@ def plot_map_against_references(table: pd.DataFrame) -> Figure:
 
 
 # ----------------------------------------------------------------------------- diagrams
-
-
-def plot_nested_layer(code_lengths: Sequence[int], in_features: int = 64) -> Figure:
-    """Diagram of the nested hash layer: features f (d), the one weight W (L_K × d) with its rows banded by
-    the shortest code that uses them, and the codes h_k = first L_k outputs, each a prefix of the next."""
-    lengths = [int(v) for v in code_lengths]
-    if not lengths or any(b <= a for a, b in zip(lengths, lengths[1:])) or lengths[0] < 1:
-        raise ValueError(f"code_lengths must be strictly increasing positive ints, got {list(code_lengths)}")
-    check_positive_int("in_features", in_features)
-    colors = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#8d99ae", "#6d597a"]
-    longest = lengths[-1]
-    height = 6.0  # drawing units for the longest code
-    scale = height / longest
-    fig = Figure(figsize=(9.5, 4.2), layout="constrained")
-    ax = fig.subplots()
-    ax.set_xlim(0, 10)
-    ax.set_ylim(-1.2, height + 0.9)
-    ax.axis("off")
-    # image -> backbone -> features
-    ax.add_patch(_box(0.1, 2.3, 1.2, 1.4, "#adb5bd"))
-    ax.text(0.7, 3.0, "image\nx", ha="center", va="center", fontsize=9)
-    ax.add_patch(_box(1.7, 2.0, 1.5, 2.0, "#ced4da"))
-    ax.text(2.45, 3.0, "backbone\n(shared)", ha="center", va="center", fontsize=9)
-    ax.add_patch(_box(3.6, 1.0, 0.4, 4.0, "#dee2e6"))
-    ax.text(3.8, 0.6, f"f(x)\nd = {in_features}", ha="center", va="top", fontsize=8)
-    for x0, x1 in ((1.3, 1.7), (3.2, 3.6)):
-        ax.annotate("", (x1, 3.0), (x0, 3.0), arrowprops={"arrowstyle": "->", "color": "0.3"})
-    # the weight matrix, rows banded by the shortest code using them
-    x_w, w_width = 4.6, 1.8
-    previous = 0
-    for k, length in enumerate(lengths):
-        top = height - previous * scale
-        bottom = height - length * scale
-        ax.add_patch(_box(x_w, bottom, w_width, top - bottom, colors[k % len(colors)], alpha=0.85))
-        label = f"rows {previous}–{length - 1}"
-        ax.text(x_w + w_width / 2, (top + bottom) / 2, label, ha="center", va="center", fontsize=7,
-                color=_text_color(to_rgba(colors[k % len(colors)])))
-        previous = length
-    ax.text(x_w + w_width / 2, height + 0.35, f"W: one Linear({in_features}, {longest})", ha="center", fontsize=9)
-    ax.annotate("", (x_w, 3.0), (4.0, 3.0), arrowprops={"arrowstyle": "->", "color": "0.3"})
-    # codes as brackets: h_k = the first L_k outputs
-    for k, length in enumerate(lengths):
-        x = x_w + w_width + 0.35 + 0.55 * k
-        bottom = height - length * scale
-        ax.plot([x, x], [height, bottom], color=colors[k % len(colors)], linewidth=4, solid_capstyle="butt")
-        ax.text(x, bottom - 0.15, f"h{k + 1}\n{length} bits", ha="center", va="top", fontsize=7)
-    x_text = x_w + w_width + 0.35 + 0.55 * len(lengths) + 0.1
-    ax.text(x_text, height - 0.1, "every code is a prefix of the\nlonger ones: h_k = h_K[:L_k]\n\n"
-            f"rows 0–{lengths[0] - 1} are trained by all\n{len(lengths)} objectives, the last rows\n"
-            "by the longest code only", ha="left", va="top", fontsize=8)
-    fig.suptitle("The nested hash layer: one weight matrix, K codes as prefixes", fontsize=11)
-    return fig
-
-
-def _box(x: float, y: float, width: float, height: float, color: str, alpha: float = 1.0) -> FancyBboxPatch:
-    return FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.02", facecolor=color, edgecolor="0.25",
-                          linewidth=0.8, alpha=alpha)
 
 
 def pair_rule(g_short: Sequence[float], g_long: Sequence[float], num_lengths: int = 4,
