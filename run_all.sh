@@ -8,7 +8,7 @@
 # Creates the environment on first use, fetches Fashion-MNIST when missing (scripts/get_data.sh), checks the data, runs every missing run of the profile's grid
 # (studies/<profile>.yaml) through papermill, then the analysis notebooks. Resumable: complete runs are skipped.
 # The default profile then renders the executed tour and exercises into docs/rendered/ (scripts/render_docs.sh;
-# NHL_RENDER_DOCS=0 skips it) and regenerates the README's findings block from results/tables (python -m nhllib.findings).
+# NHL_RENDER_DOCS=0 skips it) and regenerates the README's findings block from results/tables (python -m nhllib.analysis.findings).
 set -euo pipefail
 # One line per profile for --help (a profile's file says the rest at its top); a new profile without a line here
 # is still listed, pointing at its file. tests/test_run_all_help.py checks every studies/*.yaml has a line.
@@ -19,6 +19,10 @@ profile_line() {
     baselines) echo "how default.yaml's per-method settings were chosen (32-bit separate models), about 10 min" ;;
     full)      echo "10 methods, every variant, a distillation-weight sweep, the CNN: a workstation or GPU, hours" ;;
     paper)     echo "the paper's CIFAR-10 protocol (pretrained ResNet-50, 224 px): needs a GPU and CIFAR-10" ;;
+    gpu)       echo "the default grid sized for one GPU (the CNN, the whole database, AMP); refused without CUDA" ;;
+    regimes)   echo "pretrained, frozen and from-scratch backbones, 5 seeds; about 2 h (estimated)" ;;
+    regimes_pilot) echo "the regimes study on tiny data, one seed: a few minutes, to try its pipeline" ;;
+    regimes_lr) echo "how regimes.yaml's backbone learning-rate multipliers were chosen (validation mAP)" ;;
     *)         echo "see the comment at the top of studies/$1.yaml" ;;
   esac
 }
@@ -36,7 +40,7 @@ profiles:
 USAGE
   local name
   for name in $(cd studies && ls *.yaml | sed 's/\.yaml$//'); do
-    printf '  %-10s %s\n' "$name" "$(profile_line "$name")"
+    printf '  %-14s %s\n' "$name" "$(profile_line "$name")"
   done
   cat <<'USAGE'
 
@@ -84,7 +88,7 @@ if [ "$listing" = 1 ]; then  # a listing only reads: no data fetched, no documen
   cd "$caller" && PYTHONPATH="$project${PYTHONPATH:+:$PYTHONPATH}" exec "$NHL_PYTHON" -m nhllib.study "$profile" "$@"
 fi
 NHL_PYTHON="$NHL_PYTHON" scripts/get_data.sh --profile "$profile"
-"$NHL_PYTHON" -m nhllib.check_data --profile "$profile"
+"$NHL_PYTHON" -m nhllib.study.check_data --profile "$profile"
 start=$(date +%s)
 status=0
 # The driver runs in the background and this shell waits for it, so that a signal sent to this script reaches the
@@ -111,7 +115,7 @@ if [ "$status" -eq 0 ] && [ "$profile" = default ] && [ "${NHL_RENDER_DOCS:-1}" 
 fi
 if [ "$status" -eq 0 ] && [ "$profile" = default ] && [[ " $* " != *" --results"* ]]; then
   # the README's generated findings block, from the tables just written (a prose number not in its tables is listed)
-  "$NHL_PYTHON" -m nhllib.findings || echo "run_all.sh: README findings: numbers to check are listed above" >&2
+  "$NHL_PYTHON" -m nhllib.analysis.findings || echo "run_all.sh: README findings: numbers to check are listed above" >&2
 fi
 echo "run_all.sh $profile: $(( $(date +%s) - start )) s, exit status $status"
 exit $status

@@ -1,14 +1,14 @@
 """The backbone's share of one nested training step, per backbone, fine-tuned and frozen.
 
 The speed-up of one nested model over K separate ones is bounded by what the K models share: the backbone. Its
-share of a step is measured as ``1 - t(head step) / t(step)``: ``step`` is one ``nhllib.train.train_step`` of the
+share of a step is measured as ``1 - t(head step) / t(step)``: ``step`` is one ``nhllib.training.train.train_step`` of the
 CSQ ``nhl`` model (lengths 8-128, code centring, the conflict rule monitored and applied, batch 64 of 28x28
 grayscale images) with the backbone fine-tuned (or frozen: forward only, no backward through it), ``head step``
 the same step on the backbone's features given as input (the backbone's cost removed, everything else kept).
 Configurations are measured in interleaved rounds (a busy neighbour slows all alike); medians over rounds.
 
 Usage: python benchmarks/bench_backbone_share.py [--rounds 5] [--steps 20] [--threads 1]
-Writes benchmarks/results/backbone_share.json (read by nhllib.regimes.speedup_with_share).
+Writes benchmarks/results/backbone_share.json (read by nhllib.analysis.regimes.speedup_with_share).
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nhllib.backbones import build_backbone
-from nhllib.config import TrainingConfig
-from nhllib.losses import build_losses
+from nhllib.core.losses import build_losses
+from nhllib.core.model import HashingModel
+from nhllib.core.nested import NestedHashLayer
+from nhllib.core.weighting import ConflictAware
 from nhllib.machine import cpu_name
-from nhllib.model import HashingModel
-from nhllib.nested import NestedHashLayer
-from nhllib.optimizers import FrozenBackbone, parameter_groups
-from nhllib.train import train_step
-from nhllib.weighting import ConflictAware
+from nhllib.training.backbones import build_backbone
+from nhllib.training.config import TrainingConfig
+from nhllib.training.optimizers import FrozenBackbone, parameter_groups
+from nhllib.training.train import train_step
 
 LENGTHS = (8, 16, 32, 64, 128)
 BATCH = 64

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nhllib.backbones import build_backbone
+from nhllib.training.backbones import build_backbone
 
 CONFIGS = {
     "cnn (16, 32, 64)": ("cnn", {"channels": (16, 32, 64)}),

@@ -1,6 +1,6 @@
 """Making a batch against the training step, on this CPU: does the data path keep up with the model?
 
-Each case is a real run built as a study builds it (:func:`nhllib.feed_timing.feed_and_step_times`: data on the
+Each case is a real run built as a study builds it (:func:`nhllib.training.feed_timing.feed_and_step_times`: data on the
 run's device, the model, losses and weighting), timed over the same batches two ways: iterating the training
 loader alone (``build_s``: gather, resize and normalise a pooled set; decode, crop and flip list-file images)
 and the training loop (``step_s``: batch building plus ``train_step``). ``feed_share = build_s / step_s``.
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nhllib.config import RunConfig
-from nhllib.feed_timing import feed_and_step_times
 from nhllib.machine import cpu_name
+from nhllib.training.config import RunConfig
+from nhllib.training.feed_timing import feed_and_step_times
 
 SMALL = dict(query_per_class=10, train_per_class=200, val_per_class=10, database_per_class=20)
 

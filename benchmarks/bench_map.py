@@ -1,4 +1,4 @@
-"""Benchmark: vectorised, tie-aware mAP (nhllib.evaluate) against the common per-query loop.
+"""Benchmark: vectorised, tie-aware mAP (nhllib.core.evaluate) against the common per-query loop.
 
 Synthetic CIFAR-like setting (docs/evaluation.md §3): 10 classes, 128-bit ±1 class centres, codes =
 sign(centre + Gaussian noise) with 20% bit flips, 1,000 queries x 54,000 class-ordered database items,
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nhllib.evaluate import evaluate_nested, mean_average_precision
+from nhllib.core.evaluate import evaluate_nested, mean_average_precision
 from nhllib.machine import cpu_name
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "bench_map.json"

@@ -9,7 +9,7 @@ with the exhaustive top-1000.
 
 Data: ``--codes FILE.npz`` (arrays ``query_codes`` (Q, L) and ``db_codes`` (N, L), ±1 or packed with
 ``numpy.packbits`` (Q, L / 8), ``query_labels``, ``db_labels``; optional ``code_lengths``), e.g. the
-``codes.npz`` a study run saves, read with :func:`nhllib.results.read_codes`; or, by default,
+``codes.npz`` a study run saves, read with :func:`nhllib.store.results.read_codes`; or, by default,
 synthetic nested codes (see :func:`synthetic_nested_codes`). ``--db-size`` runs the benchmark at each given
 database size; a codes file is subsampled or grown to reach it, each added item a copy of a random real item
 with every bit flipped with probability ``--grow-flip`` and the original's labels. A grown database is not
@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 
 from nhllib.retrieval import pack_codes, unpack_codes
-from nhllib.results import read_codes
 from nhllib.retrieval.compare import compare_strategies, default_configs
+from nhllib.store.results import read_codes
 
 DEFAULT_LENGTHS = (8, 16, 32, 64, 128)
 

@@ -48,14 +48,14 @@ from pathlib import Path
 
 import torch
 
-from nhllib.config import RunConfig
-from nhllib.experiment import build_run
-from nhllib.losses import LOSSES
+from nhllib.core.losses import LOSSES
+from nhllib.core.weighting import FIRST_STEP, Uniform
 from nhllib.machine import cpu_name
-from nhllib.optimizers import build_optimizer
-from nhllib.train import evaluate_model, train_epoch
+from nhllib.training.config import RunConfig
+from nhllib.training.experiment import build_run
+from nhllib.training.optimizers import build_optimizer
+from nhllib.training.train import evaluate_model, train_epoch
 from nhllib.utils import synchronize
-from nhllib.weighting import FIRST_STEP, Uniform
 from step_breakdown import ceilings, step_breakdown
 
 LENGTHS = (8, 16, 32, 64, 128)
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--database-per-class", type=int, default=200,
                         help="database images per class for the validation mAP (the training split is unchanged)")
     parser.add_argument("--out-dir", default="benchmarks/results")
-    parser.add_argument("--backbone", default=None, help="a backbone of nhllib.backbones (default: the config's)")
+    parser.add_argument("--backbone", default=None, help="a backbone of nhllib.training.backbones (default: the config's)")
     parser.add_argument("--image-size", type=int, default=None, help="resize the images to this side")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None,

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from nhllib.regimes import regime_name
-from nhllib.results import load_runs
+from nhllib.analysis.regimes import regime_name
+from nhllib.store.results import load_runs
 from nhllib.study import ANALYSIS_NOTEBOOKS, load_profile
 
 KINDS = {"untrained": "untrained", "separate": "separate"}  # every other variant is a nested model: "nhl"

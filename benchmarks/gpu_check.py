@@ -16,7 +16,7 @@ Sections (each recorded in the JSON; the script exits 1 if any check fails). Wha
    of one single-length model (``separate``) and of the full NHL model (5 lengths, conflict weighting,
    distillation), and their per-step time ratio. A real run cannot beat these numbers.
 3. ``real_run``: the same two backbones through the real path, ``load_data`` -> ``train_step``
-   (:func:`nhllib.feed_timing.feed_and_step_times`: Fashion-MNIST on the device, batches gathered, resized to
+   (:func:`nhllib.training.feed_timing.feed_and_step_times`: Fashion-MNIST on the device, batches gathered, resized to
    224 px for ResNet-50 and normalised there): ``images_per_s``, ``build_s`` (making a batch alone) against
    ``step_s``, ``feed_share`` and ``peak_memory_gib``. Expected on CUDA: ``feed_share`` well below 1 (the
    batch is built on the device; compare ``benchmarks/results/bench_feed.json``, measured on a CPU) and
@@ -32,7 +32,7 @@ Sections (each recorded in the JSON; the script exits 1 if any check fails). Wha
    ``amp_vs_fp32``'s evaluation time: an upper bound that assumes every run trains all its epochs (early
    stopping ends many sooner). Copy it into the profile's header after the first run.
 7. ``data_parallel``: with two GPUs or more, the data-parallel contract on NCCL (2 ranks with B/2 against one
-   GPU with B, :mod:`nhllib.parallel_check`); skipped, with the reason, otherwise.
+   GPU with B, :mod:`nhllib.training.parallel_check`); skipped, with the reason, otherwise.
 
 Top level: ``device_name`` (the GPU's or the CPU's model), ``peak_memory_gib`` (the largest of the sections,
 None on a CPU), versions, ``elapsed_s``. Sized for at most 8 minutes on one H100/H200 (not yet measured).
@@ -50,18 +50,18 @@ from pathlib import Path
 
 import torch
 
-from nhllib.backbones import build_backbone
-from nhllib.config import RunConfig
+from nhllib.core.distill import cascade_distillation
+from nhllib.core.evaluate import TIE_MODES, evaluate_nested
+from nhllib.core.losses import LOSSES, build_losses, per_length_losses
+from nhllib.core.model import HashingModel
+from nhllib.core.nested import NestedHashLayer
+from nhllib.core.weighting import ConflictAware, ConflictRule, Uniform
 from nhllib.data.loader import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, InMemoryLoader
-from nhllib.distill import cascade_distillation
-from nhllib.evaluate import TIE_MODES, evaluate_nested
-from nhllib.feed_timing import LoopedBatches, feed_and_step_times
-from nhllib.losses import LOSSES, build_losses, per_length_losses
-from nhllib.model import HashingModel
-from nhllib.nested import NestedHashLayer
-from nhllib.train import train_epoch
+from nhllib.training.backbones import build_backbone
+from nhllib.training.config import RunConfig
+from nhllib.training.feed_timing import LoopedBatches, feed_and_step_times
+from nhllib.training.train import train_epoch
 from nhllib.utils import amp_active, synchronize
-from nhllib.weighting import ConflictAware, ConflictRule, Uniform
 
 PAPER_LENGTHS = (8, 16, 32, 64, 128)
 # Tolerances of "equal to the CPU": float32 reductions run in another order on a GPU.
@@ -235,7 +235,7 @@ def real_run(device: torch.device, data_dir: str, quick: bool) -> dict:
 
 
 def _short_training(device: torch.device, data_dir: str, quick: bool, amp: bool) -> dict:
-    from nhllib.experiment import build_run
+    from nhllib.training.experiment import build_run
 
     cfg = _run_config(device, data_dir, quick, backbone="cnn", variant="nhl", code_lengths=PAPER_LENGTHS, amp=amp,
                       epochs=1 if quick else 4, eval_every=1 if quick else 2, patience=0)
@@ -302,10 +302,10 @@ def profile_estimate(real: dict, eval_s: float, profile: str = "gpu") -> dict:
 
 def data_parallel(device: torch.device) -> dict:
     if device.type != "cuda":
-        return {"skipped": "not a CUDA run (the CPU/gloo contract is in tests/test_distributed.py)"}
+        return {"skipped": "not a CUDA run (the CPU/gloo contract is in tests/training/test_distributed.py)"}
     if torch.cuda.device_count() < 2:
         return {"skipped": f"{torch.cuda.device_count()} GPU visible; the NCCL check needs 2"}
-    from nhllib.parallel_check import compare_with_single_process
+    from nhllib.training.parallel_check import compare_with_single_process
 
     report = compare_with_single_process(("csq", "dsh", "dtsh"), world_size=2, device_type="cuda")
     worst = max(max(d["state"], d["weights"], d["dots"], d["buffers"]) for ranks in report.values() for d in ranks)

@@ -1,6 +1,6 @@
 """Where one training step's time goes: the per-step cost breakdown of ``bench_speedup``.
 
-Each part of :func:`nhllib.train.train_step` is timed on its own, on one fixed batch, against deep copies of
+Each part of :func:`nhllib.training.train.train_step` is timed on its own, on one fixed batch, against deep copies of
 the run (its model, losses, banks and weighting are left as they were):
 
 - ``backbone``: the model's forward and backward (backbone and hash head) from fixed code gradients;
@@ -10,7 +10,7 @@ the run (its model, losses, banks and weighting are left as they were):
 - ``conflict_rule``: the weighting's work beyond the one backward through the losses it takes anyway (the
   per-length gradients of the shared weight and the rule); 0 for a model that monitors nothing;
 - ``optimizer``: the optimizer step;
-- ``step``: the whole :func:`~nhllib.train.train_step`, and ``other`` = step − the parts above (the glue:
+- ``step``: the whole :func:`~nhllib.training.train.train_step`, and ``other`` = step − the parts above (the glue:
   finiteness check, zeroing gradients, the code-gradient bookkeeping).
 
 The parts are timed in rounds, one of each per round, so machine noise hits them alike; the median over the
@@ -26,16 +26,16 @@ from collections.abc import Callable
 
 import torch
 
-from nhllib.distill import cascade_distillation
-from nhllib.losses import per_length_losses
-from nhllib.train import train_step
+from nhllib.core.distill import cascade_distillation
+from nhllib.core.losses import per_length_losses
+from nhllib.training.train import train_step
 from nhllib.utils import synchronize
 
 PARTS = ("backbone", "losses", "distillation", "conflict_rule", "optimizer", "step")
 
 
 def step_breakdown(run, batch, optimizer_factory: Callable, rounds: int = 15, warmup: int = 3) -> dict:
-    """Seconds per part of one training step of ``run`` (a :class:`~nhllib.experiment.BuiltRun`) on ``batch``.
+    """Seconds per part of one training step of ``run`` (a :class:`~nhllib.training.experiment.BuiltRun`) on ``batch``.
 
     Returns ``{"median": {part: s}, "min": {part: s}, "loss_per_length": {length: s}, "rounds": n}``;
     ``median`` and ``min`` also hold ``other``.

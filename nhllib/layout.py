@@ -1,7 +1,7 @@
 """The layouts of the ``config`` mapping in a run's ``config.json``, and the one reader of all of them.
 
 A base module (torch-free, no nhllib import) because both sides read it: the configuration writes the current
-layout (:mod:`nhllib.config`) and the results store reads old and new folders (:mod:`nhllib.results`).
+layout (:mod:`nhllib.training.config`) and the results store reads old and new folders (:mod:`nhllib.store.results`).
 """
 
 from __future__ import annotations

@@ -14,14 +14,14 @@ __all__ = ["Variant", "VARIANTS", "REFERENCE_VARIANT", "HEAD_KINDS", "TIE_MODES"
 #: "multi-head" is K unrelated linear heads on the shared backbone (the ``heads`` control).
 HEAD_KINDS = ("nested", "multi-head")
 
-#: How the per-length losses of a nested model share their targets (nhllib.losses.build_losses): derived from
+#: How the per-length losses of a nested model share their targets (nhllib.core.losses.build_losses): derived from
 #: the longest length's ("nested") or drawn per length ("independent").
 TARGET_MODES = ("nested", "independent")
 
-#: The optimizers a run may train with (nhllib.optimizers gives each name its class); Adam is the default.
+#: The optimizers a run may train with (nhllib.training.optimizers gives each name its class); Adam is the default.
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
-#: How mAP counts database items tied at the same Hamming distance (nhllib.evaluate).
+#: How mAP counts database items tied at the same Hamming distance (nhllib.core.evaluate).
 TIE_MODES = ("expected", "optimistic", "pessimistic", "index")
 
 #: Which gradient norm sets the conflict threshold: the shorter code's own (the paper's intent) or the

@@ -1,10 +1,10 @@
 """Where a backbone's weights start: the one vocabulary behind the run parameter ``pretrained`` (torch-free).
 
 - ``False``: a random initialisation (seeded by the run's seed);
-- ``True`` or ``"imagenet"``: torchvision's ImageNet weights (:func:`nhllib.backbones.build_backbone`);
+- ``True`` or ``"imagenet"``: torchvision's ImageNet weights (:func:`nhllib.training.backbones.build_backbone`);
 - ``"pool-<labels>"``: weights pretrained in this project with cross-entropy on the *pretraining pool* (the
   images of the dataset in none of query / train / validation / database) under one of :data:`LABEL_SETS`,
-  trained once and cached (:mod:`nhllib.pretrain`).
+  trained once and cached (:mod:`nhllib.training.pretrain`).
 
 ``True`` stays a synonym of ``"imagenet"`` so that the configurations (and run ids) written before the pool
 sources existed keep their meaning.

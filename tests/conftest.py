@@ -64,7 +64,7 @@ def tiny_data(synthetic_fashion_dir, monkeypatch) -> Path:
 def tiny_config(tiny_data, tmp_path):
     """``tiny_config(**overrides)``: a :class:`RunConfig` of :data:`TINY_RUN` on the synthetic data, with its
     splits under this test's ``tmp_path``."""
-    from nhllib.config import RunConfig
+    from nhllib.training.config import RunConfig
 
     def make(**overrides):
         return RunConfig.from_dict({**TINY_RUN, "data_dir": str(tmp_path / "data"), **overrides})

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.test_plots_tables import REPO, write_fake_study
+from tests.plots.test_plots_tables import REPO, write_fake_study
 
 
 def _second_regime(root: Path, study: str) -> None:

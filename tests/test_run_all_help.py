@@ -56,8 +56,10 @@ def test_list_renders_nothing_and_writes_no_tracked_file():
     before = _tracked_state()
     done = _run_all("default", "--list")
     assert done.returncode == 0, done.stderr
-    states = {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
-    assert states and states <= {"absent", "complete", "incomplete"}
+    *runs, summary = [line for line in done.stdout.splitlines() if line.strip()]
+    states = {line.split()[0] for line in runs}
+    assert states and states <= {"absent", "complete", "unverified", "DAMAGED", "incomplete"}
+    assert summary.startswith(f"{len(runs)} runs: ")
     assert "render_docs" not in done.stderr and "findings" not in done.stderr
     assert _tracked_state() == before
 

@@ -1,6 +1,6 @@
 """``DataConfig``: everything that decides which images a run sees and how they are batched.
 
-The data part of :class:`nhllib.config.RunConfig`, and the one argument of every dataset builder: a new data
+The data part of :class:`nhllib.training.config.RunConfig`, and the one argument of every dataset builder: a new data
 option is a field here, read where it is used. Torch-free, so configurations validate without importing torch.
 """
 

@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 
 from .listfile import LIST_FILES, ListFileDataset, holdout_split, list_file_transform, parse_list_file
 from .loader import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, InMemoryLoader, channel_stats, one_hot
-from ..distributed import GlobalOrderBatchSampler
 from .pools import DATA_DIR_ENV, ImagePool, load_cifar10, load_fashion_mnist
+from .sampler import GlobalOrderBatchSampler
 from .split import SPLIT_NAMES, SplitSpec, load_index_arrays, load_or_make_split, save_index_arrays
 from ..checks import check_int
 from .config import DataConfig

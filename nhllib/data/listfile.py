@@ -147,7 +147,7 @@ class ListFileDataset(Dataset):
     """Images of a list file (or a subset of its entries) as ``(image, y float multi-hot, index)``.
 
     ``index`` is the position within this dataset (0..len-1), i.e. within the split it represents. A key may
-    also be ``(epoch, index)`` (what :class:`~nhllib.distributed.GlobalOrderBatchSampler` yields with
+    also be ``(epoch, index)`` (what :class:`~nhllib.training.distributed.GlobalOrderBatchSampler` yields with
     ``with_epoch=True``): with an ``augment_seed``, the transform then runs under the torch seed
     :func:`sample_seed` gives, so a sample's random crop and flip depend on (seed, epoch, index) only.
     """

@@ -162,7 +162,7 @@ class InMemoryLoader:
 
         The batches, their order and the epoch counter are those of this loader (``batch_size`` stays the
         global batch), so the shares of all ranks, concatenated in rank order, are this loader's batches:
-        data-parallel training sees exactly the single-process batches (:mod:`nhllib.distributed`).
+        data-parallel training sees exactly the single-process batches (:mod:`nhllib.training.distributed`).
         """
         check_positive_int("world_size", world_size)
         if not 0 <= rank < world_size:

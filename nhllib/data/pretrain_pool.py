@@ -2,7 +2,7 @@
 
 With the default study's split (per class 100 query, 500 train, 100 validation, 1,000 database) Fashion-MNIST
 leaves 5,300 images per class unused: enough to pretrain a backbone with cross-entropy without touching a
-single image the hashing runs train on, select on, query with or retrieve (:mod:`nhllib.pretrain`). The pool is
+single image the hashing runs train on, select on, query with or retrieve (:mod:`nhllib.training.pretrain`). The pool is
 a pure function of the split (by image index), so it is as reproducible as the split itself.
 
 Two label sets (:data:`nhllib.weight_sources.LABEL_SETS`):

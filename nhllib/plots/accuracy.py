@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from nhllib import tables
+from nhllib.analysis import tables
 from nhllib.plots.common import (
     COLLAPSED_COLOR, METRIC_LABELS, REFERENCE_LABEL, _caption, _collapse_flags, _dodge, _draw_reference,
     _draw_series, _finish, _grid, _length_colors, _ordered_variants, _per_length_rows, _point_key,
@@ -162,7 +162,7 @@ def plot_ablation(metrics: pd.DataFrame, variants: Sequence[str] | None = None, 
 def plot_verdict(metrics: pd.DataFrame, variant: str = "nhl", metric: str = "map",
                  distill_weight: float | None = None) -> Figure | None:
     """The verdict in one panel, methods on the y axis: ``variant`` − ``separate`` per code length (mAP points,
-    paired by seed) with its 95 % interval (:func:`nhllib.tables.verdict_tables`); single pairs hollow, comparisons
+    paired by seed) with its 95 % interval (:func:`nhllib.analysis.tables.verdict_tables`); single pairs hollow, comparisons
     with a collapsed side grey."""
     if metrics.empty:
         _skip("verdict", "no runs")

@@ -16,8 +16,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from nhllib import tables
-from nhllib.results import CONTEXT_COLUMNS
+from nhllib.analysis import tables
+from nhllib.store.results import CONTEXT_COLUMNS
 from nhllib.vocab import VARIANTS
 
 __all__ = [
@@ -163,7 +163,7 @@ def _single_context(frame: pd.DataFrame) -> None:
         if column in frame.columns and frame[column].nunique() > 1:
             raise ValueError(
                 f"the frame mixes several {column} values {sorted(frame[column].unique())}; plot one at a time "
-                f"(nhllib.tables.select(frame, {column}=...))"
+                f"(nhllib.analysis.tables.select(frame, {column}=...))"
             )
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from nhllib import tables
-from nhllib.results import CONFLICT_PLOT_COLUMNS, HISTORY_PLOT_COLUMNS, require_columns
-from nhllib.vocab import VARIANTS
+from nhllib.analysis import tables
 from nhllib.plots.common import _caption, _facets, _finish, _grid, _length_colors, _ordered_variants, _skip, _style
+from nhllib.store.results import CONFLICT_PLOT_COLUMNS, HISTORY_PLOT_COLUMNS, require_columns
+from nhllib.vocab import VARIANTS
 
 FLAT_WEIGHT = 0.01  # a weight panel within this of 1 at every epoch is flat
 
@@ -142,7 +142,7 @@ def plot_conflict_heatmap(conflicts: pd.DataFrame, variant: str | None = None,
                           methods: Sequence[str] | None = None, distill_weight: float | None = None) -> Figure | None:
     """Figure 4b: which pairs conflict: the share of all monitored steps in conflict, method (rows) × (short,
     long) pair (columns), over the whole run (step-weighted over epochs, mean over runs;
-    :func:`nhllib.tables.conflict_summary`), for one variant (default ``nhl``)."""
+    :func:`nhllib.analysis.tables.conflict_summary`), for one variant (default ``nhl``)."""
     rows = _conflict_rows(conflicts, "conflict_heatmap", None, methods, distill_weight)
     if rows is None:
         return None
@@ -234,7 +234,7 @@ def plot_weights(history: pd.DataFrame, variants: Sequence[str] | None = None,
     colors = _length_colors(rows["code_length"])
     # Panels whose weights never leave 1 by more than FLAT_WEIGHT say only "the rule never damped": they are grouped
     # into one last panel (the mean over them per length) and named in the caption (the smallest per-epoch weight,
-    # from nhllib.tables.weight_summary, decides).
+    # from nhllib.analysis.tables.weight_summary, decides).
     smallest = tables.weight_summary(rows).groupby(["method", "variant"])["min"].min()
     flat = sorted(key for key, value in smallest.items() if value >= 1 - FLAT_WEIGHT)
     is_flat = pd.Series([(m, v) in set(flat) for m, v in zip(rows["method"], rows["variant"])], index=rows.index)

@@ -7,12 +7,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from nhllib import tables
+from nhllib.analysis import tables
+from nhllib.plots.accuracy import _marker_legend
 from nhllib.plots.common import (
     COLLAPSED_COLOR, _caption, _collapse_flags, _dodge, _finish, _grid, _ordered_variants, _seed_note,
     _single_context, _skip, _style, _variant_colors,
 )
-from nhllib.plots.accuracy import _marker_legend
 from nhllib.plots.conflicts import _main_variant
 
 __all__ = ["plot_speedup_vs_gain", "plot_training_time"]

@@ -9,14 +9,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from nhllib import tables
-from nhllib.results import CURVE_PLOT_COLUMNS, require_columns
+from nhllib.analysis import tables
+from nhllib.plots.accuracy import _seeds_behind
 from nhllib.plots.common import (
     TIE_METRICS, _caption, _default_variants, _dodge, _facets, _finish, _grid, _length_colors,
     _ordered_variants, _single_context, _skip, _style, _variant_colors, length_axis,
 )
-from nhllib.plots.accuracy import _seeds_behind
 from nhllib.plots.conflicts import _panels_by_run_kind
+from nhllib.store.results import CURVE_PLOT_COLUMNS, require_columns
 
 __all__ = ["plot_curves", "plot_ties"]
 

@@ -9,15 +9,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from nhllib.results import TRADEOFF_PLOT_COLUMNS, require_columns
 from nhllib.plots.common import _finish, _grid, _min_size, _skip, _style
+from nhllib.store.results import TRADEOFF_PLOT_COLUMNS, require_columns
 
 __all__ = ["RETRIEVAL_SCALING_CONFIGURATIONS", "plot_retrieval_scaling", "plot_retrieval_tradeoff"]
 
 
 def plot_retrieval_scaling(bench: pd.DataFrame, configurations: Sequence[str] | None = None) -> Figure | None:
     """Retrieval speed-up over exhaustive longest-code search (faiss) against database size, from the retrieval
-    benchmark (:func:`nhllib.tables.retrieval_benchmark`), one panel per code source; the speed-up at the largest
+    benchmark (:func:`nhllib.analysis.tables.retrieval_benchmark`), one panel per code source; the speed-up at the largest
     size is written at the end of each line."""
     if bench is None or bench.empty:
         _skip("retrieval_scaling", "no benchmark rows")

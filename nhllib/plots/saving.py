@@ -10,7 +10,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from nhllib.results import process_umask
+from nhllib.store.results import process_umask
 
 __all__ = ["SLIDE_MIN_FONT", "SLIDE_SIZE", "default_output_dir", "save_figure", "save_slide"]
 
@@ -93,7 +93,7 @@ def save_slide(fig: Figure | None, directory: str | Path, name: str) -> list[Pat
         ax.tick_params(labelsize=SLIDE_MIN_FONT)
     directory = Path(directory)
     written = save_figure(fig, directory, name, dpi=100, formats=("png",))
-    from nhllib.results import atomic_write_text
+    from nhllib.store.results import atomic_write_text
 
     atomic_write_text(directory / f"{name}.txt", caption + "\n")
     return [*written, directory / f"{name}.txt"]

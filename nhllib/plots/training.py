@@ -8,13 +8,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from nhllib import tables
-from nhllib.results import HISTORY_PLOT_COLUMNS, require_columns
+from nhllib.analysis import tables
 from nhllib.plots.common import (
     COLLAPSED_COLOR, _caption, _collapse_flags, _default_variants, _finish, _grid, _length_colors,
     _ordered_variants, _point_key, _skip, _style,
 )
 from nhllib.plots.conflicts import _epoch_axis
+from nhllib.store.results import HISTORY_PLOT_COLUMNS, require_columns
 
 __all__ = ["plot_learning_curve", "plot_training_curves"]
 

@@ -25,7 +25,7 @@ A configuration is a flat dict: ``{"strategy": ..., **parameters}``; the strateg
 
 :func:`compare_strategies` runs in three steps: plan (check the inputs and configurations), time (interleaved
 rounds) and score (rankings against the exhaustive reference). The codes a study run saved are read by
-:func:`nhllib.results.read_codes`: this package knows no run folders.
+:func:`nhllib.store.results.read_codes`: this package knows no run folders.
 """
 
 from __future__ import annotations

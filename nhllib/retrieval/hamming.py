@@ -13,7 +13,7 @@ faiss (checked in ``faiss/utils/hamming.cpp`` and ``faiss/utils/Heap.h``, faiss-
   (id) order and reads the lists out by increasing distance.
 
 We pin the approximate top-k mode to exact, check the order of every returned row (cheap) and re-sort
-any row that breaks it, and ``tests/test_retrieval.py`` compares against a brute-force numpy oracle on
+any row that breaks it, and ``tests/retrieval/test_retrieval.py`` compares against a brute-force numpy oracle on
 codes with many ties, across faiss's query and database block boundaries, so a faiss release that
 changes the kernels fails the tests. Enforcing the rule independently of faiss would need a second
 full scan per query (all items at the k-th distance), which doubles the cost; we chose not to pay it.

@@ -2,7 +2,7 @@
 
 These score the rankings an index actually returned, so a search strategy that drops a relevant item
 from its shortlist is penalised; code-level (tie-aware) mAP over the whole database lives in
-:mod:`nhllib.evaluate`.
+:mod:`nhllib.core.evaluate`.
 
 Definitions (the project convention, docs/evaluation.md §4):
 

@@ -26,10 +26,10 @@ Runs execute here (``--executor local``, ``--jobs`` at a time) or as a Slurm job
 (``--executor slurm``; resources from the profile's optional ``slurm:`` block, see
 :class:`~nhllib.study.executors.SlurmOptions`, overridden by ``--partition``, ``--gpus-per-run`` and the like). A run
 with one GPU (or none) executes the training notebook; with several, ``torchrun`` runs it data-parallel
-(:mod:`nhllib.distributed`) through ``python -m nhllib.experiment``. The analysis notebooks follow the runs.
+(:mod:`nhllib.training.distributed`) through ``python -m nhllib.training.experiment``. The analysis notebooks follow the runs.
 
 Running long studies safely: the results root is resolved once, against the caller's working directory, and
-passed on absolute. The driver locks the study folder (:mod:`nhllib.study.locks`), so a second driver on it
+passed on absolute. The driver locks the study folder (:mod:`nhllib.store.locks`), so a second driver on it
 stops at once naming the first. SIGTERM or SIGINT end every notebook process it started (papermill and its kernel) and
 exit with 128 + the signal number; the interrupted runs stay incomplete and the same command resumes. The
 analysis notebooks write their figures and tables to a staging folder, published as a set when all succeed;
@@ -37,7 +37,7 @@ then ``ANALYSIS_COMPLETE`` is written in the study folder. With ``exercises: tru
 (:func:`check_exercises`): a solution that fails, or a blank answer that passes, makes the study fail.
 
 Modules: :mod:`~nhllib.study.profile` (the schema and grid), :mod:`~nhllib.study.execution` (runs, analysis,
-course kit), :mod:`~nhllib.study.processes` (children that end with the driver), :mod:`~nhllib.study.locks`,
+course kit), :mod:`~nhllib.study.processes` (children that end with the driver), :mod:`~nhllib.store.locks`,
 :mod:`~nhllib.study.executors` (local or Slurm), :mod:`~nhllib.study.cli` (the command line).
 """
 

@@ -9,11 +9,11 @@ import signal
 import sys
 from pathlib import Path
 
-from nhllib.preflight import PreflightError, check_study
-from nhllib.results import RunStore
+from nhllib.store.locks import LockedError
+from nhllib.store.results import RunStore
 from nhllib.study.execution import run_study
 from nhllib.study.executors import EXECUTORS, SlurmOptions, make_executor
-from nhllib.study.locks import LockedError
+from nhllib.study.preflight import PreflightError, check_study
 from nhllib.study.processes import Children, Interrupted, stop_with_parent
 from nhllib.study.profile import PROJECT_ROOT, Profile, available_profiles, load_profile
 

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nhllib.config import RunConfig
-from nhllib.preflight import analysis_is_current
-from nhllib.results import COMPLETE_MARKER, RunStore, atomic_write_text
+from nhllib.store.locks import FolderLock
+from nhllib.store.results import COMPLETE_MARKER, RunStore, atomic_write_text
 from nhllib.study.executors import LocalExecutor
-from nhllib.study.locks import FolderLock
+from nhllib.study.preflight import analysis_is_current
 from nhllib.study.processes import Children, Interrupted
 from nhllib.study.profile import (ANALYSIS_NOTEBOOKS, NOTEBOOKS_DIR, PROJECT_ROOT, STAGED_NOTEBOOKS, TRAIN_NOTEBOOK,
                                   Profile)
 from nhllib.study.scoreboard import judge_scoreboard
+from nhllib.training.config import RunConfig
 
 __all__ = ["run_study", "train_one", "TrainTask", "AnalysisTask", "analyse_one", "analyse_all", "check_exercises",
            "NotebookFailed", "TorchrunFailed", "ANALYSIS_MARKER", "EXERCISES_NOTEBOOK"]
@@ -110,7 +110,7 @@ class TrainTask:
 
 
 def train_one(task: TrainTask) -> None:
-    """Execute one run: the training notebook, or with several GPUs ``torchrun -m nhllib.experiment``."""
+    """Execute one run: the training notebook, or with several GPUs ``torchrun -m nhllib.training.experiment``."""
     if task.gpus <= 1:
         _execute(TRAIN_NOTEBOOK, task.output, task.params, task.cwd, task.threads, task.children)
         return
@@ -118,7 +118,7 @@ def train_one(task: TrainTask) -> None:
 
 
 def _torchrun(task: TrainTask) -> None:
-    """``torchrun --standalone --nproc_per_node GPUS -m nhllib.experiment`` on this node; log beside the run."""
+    """``torchrun --standalone --nproc_per_node GPUS -m nhllib.training.experiment`` on this node; log beside the run."""
     config = {k: v for k, v in task.params.items() if k not in _NOTEBOOK_ONLY}
     launch = task.output.parent.parent / ".launch" / f"{task.output.parent.name}.json"
     launch.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,7 @@ def _torchrun(task: TrainTask) -> None:
     with open(log, "w") as handle:
         returncode = (task.children or Children()).run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(task.gpus),
-             "-m", "nhllib.experiment", "--config", str(launch), "--results", str(task.params["results_root"])],
+             "-m", "nhllib.training.experiment", "--config", str(launch), "--results", str(task.params["results_root"])],
             stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=str(task.cwd),
         )
     if returncode:
@@ -218,7 +218,7 @@ def run_study(profile: Profile, results_root: Path, cwd: Path = PROJECT_ROOT, an
 
     ``executor`` (:mod:`nhllib.study.executors`) runs the training runs; the default runs ``jobs`` at a time here.
     ``gpus_per_run`` > 1 launches each run data-parallel with torchrun. Returns the failures; a failed run
-    does not stop the others. Holds the study folder's lock throughout (:class:`~nhllib.study.locks.LockedError` when
+    does not stop the others. Holds the study folder's lock throughout (:class:`~nhllib.store.locks.LockedError` when
     another driver has it); ``children`` tracks the local notebook processes so that a signal handler can end
     them (:func:`main` installs one).
     """

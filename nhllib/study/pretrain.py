@@ -1,7 +1,7 @@
 """``python -m nhllib.study.pretrain PROFILE``: pretrain (or find in the cache) every backbone the runs of a
 profile start from, and print each one's linear-probe accuracy; ``--list`` only lists the cache (writes nothing).
 
-The runs themselves pretrain on first use (:func:`nhllib.pretrain.starting_backbone`); this command does it ahead
+The runs themselves pretrain on first use (:func:`nhllib.training.pretrain.starting_backbone`); this command does it ahead
 of a study, one entry at a time, so that parallel runs never wait on each other's pretraining.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from nhllib.data import load_data
-from nhllib.pretrain import RECORD, PretrainSpec, cache_root, entry_complete, ensure_pretrained, pretrain_spec
 from nhllib.study.profile import load_profile
+from nhllib.training.pretrain import RECORD, PretrainSpec, cache_root, entry_complete, ensure_pretrained, pretrain_spec
 from nhllib.weight_sources import pool_labels
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nhllib.config import RunConfig
 from nhllib.study.executors import SlurmOptions
 from nhllib.study.profile_yaml import read_profile_yaml
+from nhllib.training.config import RunConfig
 
 __all__ = ["Profile", "load_profile", "check_profile", "expand_grid", "available_profiles", "PROFILES_DIR",
            "NOTEBOOKS_DIR", "TRAIN_NOTEBOOK", "ANALYSIS_NOTEBOOKS", "STAGED_NOTEBOOKS", "PROFILE_KEYS"]
@@ -114,7 +114,7 @@ def _check_parameters(where: str, params: Any, known: set[str]) -> None:
 
 
 def _check_method_defaults(source: str, method_defaults: dict[str, Any], known: set[str]) -> None:
-    from nhllib.losses import LOSSES, resolve_loss
+    from nhllib.core.losses import LOSSES, resolve_loss
 
     for method, params in method_defaults.items():
         try:

@@ -16,14 +16,14 @@ The exercises (signatures the notebook asks for):
    ties broken by database position (checked against :class:`nhllib.retrieval.HammingIndex`).
 2. ``average_precision(distances, relevant, ties) -> float``: AP of one query over the whole database with
    ``ties`` in ``"index"``, ``"optimistic"``, ``"pessimistic"`` (checked against
-   :func:`nhllib.evaluate.mean_average_precision`).
+   :func:`nhllib.core.evaluate.mean_average_precision`).
 3. ``prefix_codes(h, code_lengths) -> {L: codes}``: the ±1 codes of every nested length from the longest
-   continuous codes, sign(0) = +1 (checked against :class:`nhllib.nested.NestedHashLayer` and the binarisation
-   of :mod:`nhllib.evaluate`).
+   continuous codes, sign(0) = +1 (checked against :class:`nhllib.core.nested.NestedHashLayer` and the binarisation
+   of :mod:`nhllib.core.evaluate`).
 4. ``conflict_factor(g_short, g_long, short_length, num_lengths, beta) -> (delta, tau, alpha)``: the conflict
-   test of one pair (checked against :func:`nhllib.weighting.conflict_weights`).
+   test of one pair (checked against :func:`nhllib.core.weighting.conflict_weights`).
 5. ``csq_loss(u, y, centers, lam) -> tensor``: the CSQ loss of one length (checked against
-   :class:`nhllib.losses.CSQLoss`).
+   :class:`nhllib.core.losses.CSQLoss`).
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nhllib.evaluate import mean_average_precision
-from nhllib.losses import CSQLoss
-from nhllib.nested import NestedHashLayer
-from nhllib.weighting import conflict_weights
+from nhllib.core.evaluate import mean_average_precision
+from nhllib.core.losses import CSQLoss
+from nhllib.core.nested import NestedHashLayer
+from nhllib.core.weighting import conflict_weights
 
 __all__ = [
     "CheckResult",
@@ -265,7 +265,7 @@ def check_average_precision(fn: Callable, seed: int = 0) -> CheckResult:
                 hint = _named_mistake(got, _ap_mistakes(list(distances), list(relevant), ties), _same_float)
                 return CheckResult(name, False, f"case {case + 1}, ties={ties!r}: expected AP {expected:.6f}, got "
                                    f"{got:.6f}.\ndistances {distances}\nrelevant  {relevant}{hint}")
-    return CheckResult(name, True, f"AP agrees with nhllib.evaluate.mean_average_precision for "
+    return CheckResult(name, True, f"AP agrees with nhllib.core.evaluate.mean_average_precision for "
                        f"{len(_ap_cases(seed))} rankings under the index, optimistic and pessimistic tie rules.")
 
 
@@ -332,7 +332,7 @@ def check_prefix_codes(fn: Callable, seed: int = 0) -> CheckResult:
                 }, _same_array)
                 return _mismatch(name, f"case {case + 1}, {length} bits: wrong codes.{hint}",
                                  expected[length][0].numpy(), codes[0] if codes.ndim == 2 else codes, "row 0 ")
-    return CheckResult(name, True, "the codes of every length match nhllib.nested.NestedHashLayer, binarised with "
+    return CheckResult(name, True, "the codes of every length match nhllib.core.nested.NestedHashLayer, binarised with "
                        "sign(0) = +1, for 2 layers.")
 
 
@@ -403,7 +403,7 @@ def check_conflict_factor(fn: Callable, seed: int = 0) -> CheckResult:
                                f"{tuple(round(v, 4) for v in got)}. δ and τ use only the first L_s rows; "
                                f"α = τ/(−δ) when δ < 0 and −δ > τ, else 1.{hint}")
     damped = sum(1 for g_s, g_l, s, k, b in cases if float((g_s[:s] * g_l[:s]).sum()) < 0)
-    return CheckResult(name, True, f"δ, τ and α agree with nhllib.weighting.conflict_weights on {len(cases)} "
+    return CheckResult(name, True, f"δ, τ and α agree with nhllib.core.weighting.conflict_weights on {len(cases)} "
                        f"pairs ({damped} of them in conflict).")
 
 
@@ -476,7 +476,7 @@ def check_csq_loss(fn: Callable, seed: int = 0) -> CheckResult:
             return CheckResult(name, False, f"{where}: the value is right but the gradient with respect to u "
                                f"is not.\nlikely mistake: part of the loss was detached (.detach(), .item() or "
                                f"numpy inside): use torch operations on u throughout.")
-    return CheckResult(name, True, "value and gradient agree with nhllib.losses.CSQLoss for 3 settings.")
+    return CheckResult(name, True, "value and gradient agree with nhllib.core.losses.CSQLoss for 3 settings.")
 
 
 # ----------------------------------------------------------------------------- notebook helpers
@@ -537,7 +537,7 @@ class Grader:
 
     def save_scoreboard(self, path: str | Path) -> Path:
         """Write every result as JSON (read by :func:`nhllib.study.scoreboard.judge_scoreboard`)."""
-        from nhllib.results import atomic_write_text
+        from nhllib.store.results import atomic_write_text
 
         board = {"answers": "solutions" if self.solutions is not None else "notebook",
                  "expected": list(exercise_names()),

@@ -1,11 +1,11 @@
 """Checks of the two stretch exercises of ``notebooks/05_exercises.ipynb`` (for students who finish early).
 
 6. ``expected_average_precision(distances, relevant) -> float``: the AP averaged over every random order inside
-   each tie group, computed exactly (checked against :func:`nhllib.evaluate.mean_average_precision` with
+   each tie group, computed exactly (checked against :func:`nhllib.core.evaluate.mean_average_precision` with
    ``ties="expected"``).
 7. ``weight_step(alpha) -> weights``: steps 4-6 of NHL's conflict rule, from the table of factors α to the
    per-length weights: the cap by the adjacent pair, the product down each column, the normalisation to sum K
-   (checked against :func:`nhllib.weighting.weights_from_alpha`).
+   (checked against :func:`nhllib.core.weighting.weights_from_alpha`).
 
 Like the five core checks, a wrong answer that matches a known mistake is named in the message.
 """
@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from nhllib.core.weighting import weights_from_alpha
 from nhllib.teaching.exercises import (
     CheckResult, _ap_cases, _as_numpy, _failure, _library_ap, _mismatch, _named_mistake, _same_array, _same_float,
     ap_of_order, tie_order,
 )
-from nhllib.weighting import weights_from_alpha
 
 __all__ = ["check_expected_average_precision", "check_weight_step", "stretch_names"]
 
@@ -72,7 +72,7 @@ def check_expected_average_precision(fn: Callable, seed: int = 0) -> CheckResult
                         "relevant sits at its i-th place with probability C(i−1, j−1)·C(n−i, r−j)/C(n, r).")
             return CheckResult(name, False, f"case {case + 1}: expected AP {expected:.9f}, got {got:.9f}.\n"
                                f"distances {distances}\nrelevant  {relevant}{hint}")
-    return CheckResult(name, True, f"the expected AP agrees with nhllib.evaluate.mean_average_precision "
+    return CheckResult(name, True, f"the expected AP agrees with nhllib.core.evaluate.mean_average_precision "
                        f"(ties='expected') to 1e-9 for {len(_ap_cases(seed))} rankings.")
 
 
@@ -134,5 +134,5 @@ def check_weight_step(fn: Callable, seed: int = 0) -> CheckResult:
             hint = _named_mistake(got, _weight_mistakes(alpha), _same_array)
             return _mismatch(name, f"case {case + 1} (K = {alpha.shape[0]}): wrong weights.\nα table:\n"
                              f"{np.array2string(alpha.numpy(), precision=3)}{hint}", expected.numpy(), got)
-    return CheckResult(name, True, f"the weights agree with nhllib.weighting.weights_from_alpha for "
+    return CheckResult(name, True, f"the weights agree with nhllib.core.weighting.weights_from_alpha for "
                        f"{len(_alpha_cases(seed))} α tables (K = 3 to 5), cap and normalisation included.")

@@ -22,17 +22,17 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Polygon
 from torch import Tensor
 
-from nhllib.config import RunConfig
-from nhllib.evaluate import encode, evaluate_nested, mean_average_precision
-from nhllib.experiment import BuiltRun, build_run
-from nhllib.losses import TARGET_MODES, build_losses
-from nhllib import tables
+from nhllib.analysis import tables
+from nhllib.checks import check_positive_int
+from nhllib.core.evaluate import encode, evaluate_nested, mean_average_precision
+from nhllib.core.losses import TARGET_MODES, build_losses
+from nhllib.core.weighting import conflict_weights
 from nhllib.plots import length_axis, plot_nested_layer
 from nhllib.plots.diagrams import text_color_on
-from nhllib.results import require_columns
-from nhllib.train import FitResult
-from nhllib.checks import check_positive_int
-from nhllib.weighting import conflict_weights
+from nhllib.store.results import require_columns
+from nhllib.training.config import RunConfig
+from nhllib.training.experiment import BuiltRun, build_run
+from nhllib.training.train import FitResult
 
 __all__ = [
     "TourRun",
@@ -68,7 +68,7 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
 
 
 def _pm_one(codes: Tensor, name: str) -> Tensor:
-    """Validate ±1 codes (any real values are binarised by ``x >= 0``, as in :mod:`nhllib.evaluate`)."""
+    """Validate ±1 codes (any real values are binarised by ``x >= 0``, as in :mod:`nhllib.core.evaluate`)."""
     if not isinstance(codes, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(codes).__name__}")
     if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
@@ -130,7 +130,7 @@ def hamming_histograms(query_codes: Mapping[int, Tensor], query_labels: Tensor, 
     """Histogram of the Hamming distances of all query-database pairs, relevant and irrelevant apart.
 
     A pair is relevant when the two items share a label. ``query_codes`` and ``db_codes`` are ``{L: (N, L)}``
-    dicts (e.g. from :func:`nhllib.evaluate.encode`). Returns a tidy frame with columns ``code_length``,
+    dicts (e.g. from :func:`nhllib.core.evaluate.encode`). Returns a tidy frame with columns ``code_length``,
     ``pair`` (``"relevant"`` / ``"irrelevant"``), ``distance`` (every value 0..L), ``count`` and ``fraction``
     (count over the pairs of that length and kind, so each group sums to 1 when it has pairs).
     """
@@ -215,7 +215,7 @@ def plot_codes(codes: Tensor, labels: Tensor, per_class: int = 4, class_names: S
 def plot_map_by_length(maps: pd.DataFrame) -> Figure:
     """mAP against code length for each tie rule: the expected value, the optimistic-pessimistic band, index order.
 
-    ``maps`` has columns ``code_length``, ``ties`` (values of :data:`nhllib.evaluate.TIE_MODES`) and ``map``.
+    ``maps`` has columns ``code_length``, ``ties`` (values of :data:`nhllib.core.evaluate.TIE_MODES`) and ``map``.
     """
     _require(maps, ("code_length", "ties", "map"), "maps")
     unknown = sorted(set(maps["ties"]) - set(TIE_ORDER))
@@ -289,7 +289,7 @@ def _pair_matrix(conflicts: pd.DataFrame, lengths: list[int], column: str) -> np
 def plot_conflicts(conflicts: pd.DataFrame, weights: pd.DataFrame | None = None) -> Figure:
     """Gradient conflicts of one run: conflict rate and mean cosine per pair of lengths, and the weights used.
 
-    ``conflicts`` has the rows of :class:`nhllib.conflicts.ConflictLog` (``epoch, short_length, long_length,
+    ``conflicts`` has the rows of :class:`nhllib.training.conflicts.ConflictLog` (``epoch, short_length, long_length,
     steps, conflict_rate, mean_cosine, ...``); per pair, the epochs are averaged weighted by their steps.
     ``weights`` (optional) has its ``weight_rows`` (``epoch, code_length, weight``) and adds a third panel.
     """
@@ -374,10 +374,10 @@ def _targets_of(loss: torch.nn.Module) -> Tensor | None:
 
 
 def train_run(cfg: RunConfig, targets: str | None = None, label: str | None = None) -> TourRun:
-    """Build and train ``cfg`` as :func:`nhllib.experiment.build_run` and :func:`nhllib.train.fit` do.
+    """Build and train ``cfg`` as :func:`nhllib.training.experiment.build_run` and :func:`nhllib.training.train.fit` do.
 
     ``targets`` (``"nested"`` or ``"independent"``, nested models only) rebuilds the per-length losses with
-    :func:`nhllib.losses.build_losses` so that the targets of the shorter lengths are prefixes of the longest
+    :func:`nhllib.core.losses.build_losses` so that the targets of the shorter lengths are prefixes of the longest
     one's, or built on their own; ``None`` keeps what ``build_run`` made. The model's initial weights do not
     depend on it, so two runs that differ only in ``targets`` start from the same network.
     """
@@ -482,7 +482,7 @@ def _run_keys(run: TourRun) -> dict:
 
 def conflict_summary(run: TourRun) -> pd.DataFrame:
     """Per pair of lengths, over the whole run: share of steps in conflict, mean cosine and mean α (epochs
-    weighted by their steps), computed by :func:`nhllib.tables.conflict_summary` as for a study; empty for runs
+    weighted by their steps), computed by :func:`nhllib.analysis.tables.conflict_summary` as for a study; empty for runs
     without a conflict log."""
     log = run.result.conflicts
     if log is None or not log.rows:
@@ -495,7 +495,7 @@ def conflict_summary(run: TourRun) -> pd.DataFrame:
 
 def weight_summary(runs: Sequence[TourRun]) -> pd.DataFrame:
     """Mean weight applied to each length over training, one row per run, computed by
-    :func:`nhllib.tables.weight_summary` as for a study. Weights of 1 mean the conflict rule never damped
+    :func:`nhllib.analysis.tables.weight_summary` as for a study. Weights of 1 mean the conflict rule never damped
     anything (or the variant does not apply it)."""
     rows = {}
     for run in runs:
@@ -589,7 +589,7 @@ def plot_map_against_references(table: pd.DataFrame) -> Figure:
 def pair_rule(g_short: Sequence[float], g_long: Sequence[float], num_lengths: int = 4,
               beta: float = 1.0) -> dict[str, float]:
     """The conflict rule for one pair (s, l) whose gradients on the shorter code's rows are ``g_short`` and
-    ``g_long`` (vectors of one size), computed with :func:`nhllib.weighting.conflict_weights`.
+    ``g_long`` (vectors of one size), computed with :func:`nhllib.core.weighting.conflict_weights`.
 
     The other K − 2 lengths get zero gradients, so they neither conflict nor change the pair's factor; only
     their number enters, through the threshold τ = β‖g_s‖²/(K − 1). Returns ``dot`` (δ), ``cosine``, ``tau``

@@ -1,0 +1,1 @@
+"""Run folders on disk: the schema of every table, atomic writes, completion markers, folder locks."""
