@@ -70,3 +70,12 @@ def tiny_config(tiny_data, tmp_path):
         return RunConfig.from_dict({**TINY_RUN, "data_dir": str(tmp_path / "data"), **overrides})
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_read_synthetic_data(request, synthetic_fashion_dir, monkeypatch):
+    """Every unit test (not marked ``slow``) finds the synthetic Fashion-MNIST first, so the unit suite gives the
+    same result on a machine with or without the real data. A test about missing data removes ``NHL_DATA_DIR``
+    itself; the slow notebook runs read the real data, as a user's run does."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("NHL_DATA_DIR", str(synthetic_fashion_dir))

@@ -237,7 +237,7 @@ def _tiny_profile(tmp_path: Path, epochs: int = 1) -> Path:
     path.write_text(textwrap.dedent(f"""\
         study: tiny
         defaults: {{query_per_class: 2, train_per_class: 5, val_per_class: 2, database_per_class: 5,
-                    epochs: {epochs}, eval_every: 1, patience: 0, device: cpu}}
+                    epochs: {epochs}, eval_every: 1, patience: 0, device: cpu, data_dir: {str(tmp_path / "data")!r}}}
         grid:
           - code_lengths: [8, 16]
             variant: nhl
