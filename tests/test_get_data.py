@@ -20,7 +20,8 @@ SCRIPT = REPO / "scripts" / "get_data.sh"
 FILES = {"train-images-idx3-ubyte.gz": (40, 28, 28), "train-labels-idx1-ubyte.gz": (40,),
          "t10k-images-idx3-ubyte.gz": (20, 28, 28), "t10k-labels-idx1-ubyte.gz": (20,)}
 
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+# Each test runs scripts/get_data.sh (bash, then Python in a subprocess): script runs, about 2 s each, in the slow set.
+pytestmark = [pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash"), pytest.mark.slow]
 
 
 def write_fake_fashion(folder: Path) -> None:

@@ -52,6 +52,7 @@ def test_unknown_profile_still_refused_with_the_list():
     assert done.returncode == 2 and "unknown profile 'fast'" in done.stderr
 
 
+@pytest.mark.slow  # run_all.sh and the driver in subprocesses over the 219-run grid (about 5 s)
 def test_list_renders_nothing_and_writes_no_tracked_file():
     before = _tracked_state()
     done = _run_all("default", "--list")

@@ -53,6 +53,7 @@ def _smallest_text(fig: Figure, tmp_path, name: str) -> tuple[float, str]:
     return size, text
 
 
+@pytest.mark.slow  # draws every figure of a ten-method study (about 18 s)
 def test_every_figure_reads_at_readme_width(ten_methods, tmp_path):
     too_small = {}
     for name, fig in _figures(ten_methods).items():
