@@ -1,7 +1,8 @@
 """nhllib: the Nested Hash Layer (NHL) for multi-length deep supervised hashing.
 
 The package is layered, each layer importing only from those below it (docs/architecture.md):
-base helpers (``checks``, ``vocab``, ``compat``, ``utils``, ``machine``, ``layout``) < ``data``, ``retrieval`` <
+base helpers (``checks``, ``vocab``, ``compat``, ``utils``, ``machine``, ``layout``, ``weight_sources``,
+``workdir``) < ``data``, ``retrieval`` <
 ``core`` (the method) < ``store`` (run folders) < ``training`` < ``analysis`` < ``plots`` < ``study`` < ``teaching``.
 
 The main entry points are importable from here, lazily (``import nhllib`` imports nothing else):
