@@ -85,10 +85,7 @@ class CSQLoss(HashLoss):
                                tie_break=nested_tie_break([loss.tie_break for loss in losses]))
 
     def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
-        t = u.tanh()
-        target = label_to_center(y.to(u.dtype), self.centers.to(u.dtype), self.tie_break.to(u.dtype))
-        terms = _centre_bce(t, target) + self.lam * (t.abs() - 1).pow(2)
-        return terms.mean()
+        return _csq_terms(u, y, self.centers, self.tie_break, self.lam).mean()
 
     @classmethod
     def nested_losses(cls, losses: Sequence[CSQLoss], codes: Sequence[Tensor], y: Tensor,
@@ -101,13 +98,22 @@ class CSQLoss(HashLoss):
         conflict weighting reads ∂O_k/∂h_k from one backward pass).
         """
         u = torch.cat(list(codes), 1)
-        t = u.tanh()
-        centers = torch.cat([loss.centers for loss in losses], 1).to(u.dtype)
-        tie_break = torch.cat([loss.tie_break for loss in losses]).to(u.dtype)
-        target = label_to_center(y.to(u.dtype), centers, tie_break)
+        centers = torch.cat([loss.centers for loss in losses], 1)
+        tie_break = torch.cat([loss.tie_break for loss in losses])
         widths = [loss.code_length for loss in losses]
         lam = per_length_values([loss.lam for loss in losses], widths, u)
-        return per_length_means(_centre_bce(t, target) + lam * (t.abs() - 1).pow(2), widths)
+        return per_length_means(_csq_terms(u, y, centers, tie_break, lam), widths)
+
+
+def _csq_terms(u: Tensor, y: Tensor, centers: Tensor, tie_break: Tensor, lam: float | Tensor) -> Tensor:
+    """CSQ's elementwise terms (B, L): the BCE to each sample's centre plus ``lam`` times the quantisation.
+
+    The codes of one length, or of all lengths side by side (their centres, tie-break bits and a per-column
+    ``lam`` likewise); the caller takes the mean, over everything or per length.
+    """
+    t = u.tanh()
+    target = label_to_center(y.to(u.dtype), centers.to(u.dtype), tie_break.to(u.dtype))
+    return _centre_bce(t, target) + lam * (t.abs() - 1).pow(2)
 
 
 def _centre_bce(t: Tensor, target: Tensor) -> Tensor:

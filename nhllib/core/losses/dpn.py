@@ -76,8 +76,7 @@ class DPNLoss(HashLoss):
                                tie_break=nested_tie_break([loss.tie_break for loss in losses]))
 
     def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
-        t = label_to_center(y.to(u.dtype), self.targets.to(u.dtype), self.tie_break.to(u.dtype))
-        return (self.m - u * t).clamp(min=0).mean()
+        return _hinge_terms(u, y, self.targets, self.tie_break, self.m).mean()
 
     @classmethod
     def nested_losses(cls, losses: Sequence[DPNLoss], codes: Sequence[Tensor], y: Tensor,
@@ -87,9 +86,18 @@ class DPNLoss(HashLoss):
         Each ``codes[k]`` enters whole, so loss k depends on ``codes[k]`` alone (as in CSQ).
         """
         u = torch.cat(list(codes), 1)
-        targets = torch.cat([loss.targets for loss in losses], 1).to(u.dtype)
-        tie_break = torch.cat([loss.tie_break for loss in losses]).to(u.dtype)
-        t = label_to_center(y.to(u.dtype), targets, tie_break)
+        targets = torch.cat([loss.targets for loss in losses], 1)
+        tie_break = torch.cat([loss.tie_break for loss in losses])
         widths = [loss.code_length for loss in losses]
         m = per_length_values([loss.m for loss in losses], widths, u)
-        return per_length_means((m - u * t).clamp(min=0), widths)
+        return per_length_means(_hinge_terms(u, y, targets, tie_break, m), widths)
+
+
+def _hinge_terms(u: Tensor, y: Tensor, targets: Tensor, tie_break: Tensor, m: float | Tensor) -> Tensor:
+    """DPN's elementwise hinge terms (B, L) ``max(0, m - u * t_y)``.
+
+    The codes of one length, or of all lengths side by side (their targets, tie-break bits and a per-column
+    margin ``m`` likewise); the caller takes the mean, over everything or per length.
+    """
+    t = label_to_center(y.to(u.dtype), targets.to(u.dtype), tie_break.to(u.dtype))
+    return (m - u * t).clamp(min=0)
