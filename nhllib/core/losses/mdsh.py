@@ -32,7 +32,7 @@ block by block to the largest minimum distance. ``targets="independent"`` keeps 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
@@ -71,13 +71,8 @@ class MDSHLoss(HashLoss):
 
     def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
         _single_label_or_raise(y, self.method_name)
-        z = math.sqrt(self.code_length) * (F.normalize(u) @ F.normalize(self.centers.to(u.dtype)).t())
-        s = y.to(u.dtype)
-        log_p = z.log_softmax(dim=1)
-        log_not_p = log_one_minus_softmax(z)
-        center_loss = -(s * log_p + (1 - s) * log_not_p).mean()
-        quantization = (u.abs() - 1).pow(2).mean()
-        return center_loss + self.lam * quantization
+        cosines = F.normalize(u) @ F.normalize(self.centers.to(u.dtype)).t()
+        return _mdsh_loss(cosines, math.sqrt(self.code_length), y, u, self.lam, Tensor.mean, Tensor.mean)
 
     @classmethod
     def nested_losses(cls, losses: Sequence[MDSHLoss], codes: Sequence[Tensor], y: Tensor,
@@ -89,10 +84,23 @@ class MDSHLoss(HashLoss):
         u = torch.cat(list(codes), 1)
         widths = [loss.code_length for loss in losses]
         scales = u.new_tensor([math.sqrt(n) for n in widths]).view(-1, 1, 1)
-        z = scales * padded_cosines(codes, [loss.centers for loss in losses])
-        s = y.to(u.dtype)
-        log_p = z.log_softmax(dim=2)
-        log_not_p = log_one_minus_softmax(z.flatten(0, 1)).view_as(z)
-        center_loss = -(s * log_p + (1 - s) * log_not_p).mean(dim=(1, 2))
+        cosines = padded_cosines(codes, [loss.centers for loss in losses])
         lam = per_length_values([loss.lam for loss in losses], None, u)
-        return center_loss + lam * per_length_means((u.abs() - 1).pow(2), widths)
+        return _mdsh_loss(cosines, scales, y, u, lam, lambda terms: terms.mean(dim=(1, 2)),
+                          lambda terms: per_length_means(terms, widths))
+
+
+def _mdsh_loss(cosines: Tensor, scale: float | Tensor, y: Tensor, u: Tensor, lam: float | Tensor,
+               mean_scores: Callable[[Tensor], Tensor], mean_bits: Callable[[Tensor], Tensor]) -> Tensor:
+    """MDSH's loss from the cosines (..., B, C) between the codes ``u`` and the centres.
+
+    One length: ``cosines`` (B, C), ``u`` (B, L), float ``scale`` and ``lam``, both means ``Tensor.mean``. All
+    lengths: ``cosines`` (K, B, C), the codes side by side, ``(K, 1, 1)`` scales and ``(K,)`` or float ``lam``,
+    means per length. The caller's means keep each path's own reduction order.
+    """
+    z = scale * cosines
+    s = y.to(u.dtype)
+    log_p = z.log_softmax(dim=-1)
+    log_not_p = log_one_minus_softmax(z.flatten(0, -2)).view_as(z)
+    center_loss = -mean_scores(s * log_p + (1 - s) * log_not_p)
+    return center_loss + lam * mean_bits((u.abs() - 1).pow(2))

@@ -33,7 +33,7 @@ block by block to the largest minimum distance. ``targets="independent"`` keeps 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
@@ -73,14 +73,8 @@ class SHCIRLoss(HashLoss):
 
     def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
         _single_label_or_raise(y, self.method_name)
-        cos = F.normalize(u) @ F.normalize(self.centers.to(u.dtype)).t()
-        z = math.sqrt(self.code_length) * (cos - self.m)
-        s = y.to(u.dtype)
-        positive_term = (s * z).sum(dim=1) - torch.logsumexp(z, dim=1)
-        negative_term = ((1 - s) * log_one_minus_softmax(z)).sum(dim=1) / (self.num_classes - 1)
-        center_loss = -(positive_term + negative_term).mean()
-        quantization = (u.abs() - 1).pow(2).mean()
-        return center_loss + self.lam * quantization
+        cosines = F.normalize(u) @ F.normalize(self.centers.to(u.dtype)).t()
+        return _shcir_loss(cosines, math.sqrt(self.code_length), self.m, y, u, self.lam, Tensor.mean, Tensor.mean)
 
     @classmethod
     def nested_losses(cls, losses: Sequence[SHCIRLoss], codes: Sequence[Tensor], y: Tensor,
@@ -93,11 +87,25 @@ class SHCIRLoss(HashLoss):
         widths = [loss.code_length for loss in losses]
         scales = u.new_tensor([math.sqrt(n) for n in widths]).view(-1, 1, 1)
         margins = u.new_tensor([loss.m for loss in losses]).view(-1, 1, 1)
-        z = scales * (padded_cosines(codes, [loss.centers for loss in losses]) - margins)
-        s = y.to(u.dtype)
-        positive_term = (s * z).sum(dim=2) - torch.logsumexp(z, dim=2)
-        log_not_p = log_one_minus_softmax(z.flatten(0, 1)).view_as(z)
-        negative_term = ((1 - s) * log_not_p).sum(dim=2) / (losses[0].num_classes - 1)
-        center_loss = -(positive_term + negative_term).mean(dim=1)
+        cosines = padded_cosines(codes, [loss.centers for loss in losses])
         lam = per_length_values([loss.lam for loss in losses], None, u)
-        return center_loss + lam * per_length_means((u.abs() - 1).pow(2), widths)
+        return _shcir_loss(cosines, scales, margins, y, u, lam, lambda terms: terms.mean(dim=1),
+                           lambda terms: per_length_means(terms, widths))
+
+
+def _shcir_loss(cosines: Tensor, scale: float | Tensor, m: float | Tensor, y: Tensor, u: Tensor,
+                lam: float | Tensor, mean_samples: Callable[[Tensor], Tensor],
+                mean_bits: Callable[[Tensor], Tensor]) -> Tensor:
+    """SHCIR's loss from the cosines (..., B, C) between the codes ``u`` and the centres.
+
+    One length: ``cosines`` (B, C), ``u`` (B, L), float ``scale``, ``m`` and ``lam``, both means ``Tensor.mean``.
+    All lengths: ``cosines`` (K, B, C), the codes side by side, ``(K, 1, 1)`` scales and margins, ``(K,)`` or
+    float ``lam``, means per length. The caller's means keep each path's own reduction order.
+    """
+    z = scale * (cosines - m)
+    s = y.to(u.dtype)
+    positive_term = (s * z).sum(dim=-1) - torch.logsumexp(z, dim=-1)
+    log_not_p = log_one_minus_softmax(z.flatten(0, -2)).view_as(z)
+    negative_term = ((1 - s) * log_not_p).sum(dim=-1) / (z.shape[-1] - 1)
+    center_loss = -mean_samples(positive_term + negative_term)
+    return center_loss + lam * mean_bits((u.abs() - 1).pow(2))
