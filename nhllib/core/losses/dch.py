@@ -37,28 +37,17 @@ class DCHLoss(HashLoss):
         self.gamma = check_float("gamma", gamma, strictly_positive=True)
         self.lam = check_float("lam", lam, minimum=0.0)
 
-    def _distance(self, a: Tensor, b: Tensor) -> Tensor:
-        norms = a.norm(dim=1, keepdim=True) @ b.norm(dim=1, keepdim=True).t()
-        cos = (a @ b.t()) / norms.clamp(min=1e-4)
-        return (1 - cos.clamp(max=0.99)) * self.code_length / 2
-
     def compute_loss(self, u: Tensor, y: Tensor, index: Tensor) -> Tensor:
         w, s = _pair_weights(y, u.dtype)
-        d = self._cauchy_distance(u @ u.t(), _norm_products(u.norm(dim=1)), self.code_length)
-        cauchy = w * (s * torch.log(d / self.gamma) + torch.log(1 + self.gamma / d))
+        cauchy = _cauchy_terms(u @ u.t(), _norm_products(u.norm(dim=1)), w, s, self.code_length, self.gamma)
         return cauchy.mean() + self._quantization(u)
 
-    def _cauchy_distance(self, inner: Tensor, norms: Tensor, code_length) -> Tensor:
-        cos = inner / norms.clamp(min=1e-4)
-        return (1 - cos.clamp(max=0.99)) * code_length / 2
-
-    def _distance(self, a: Tensor, b: Tensor) -> Tensor:
-        norms = a.norm(dim=1, keepdim=True) @ b.norm(dim=1, keepdim=True).t()
-        return self._cauchy_distance(a @ b.t(), norms, self.code_length)
-
     def _quantization(self, u: Tensor) -> Tensor:
-        ones = u.new_ones(1, self.code_length)
-        return self.lam * torch.log(1 + self._distance(u.abs(), ones) / self.gamma).mean()
+        # The distance of |u| to the all-ones code: one row serves every sample (module docstring).
+        a, ones = u.abs(), u.new_ones(1, self.code_length)
+        norms = a.norm(dim=1, keepdim=True) @ ones.norm(dim=1, keepdim=True).t()
+        d = _cauchy_distance(a @ ones.t(), norms, self.code_length)
+        return self.lam * torch.log(1 + d / self.gamma).mean()
 
     @classmethod
     def nested_losses(cls, losses: Sequence[DCHLoss], codes: Sequence[Tensor], y: Tensor,
@@ -73,9 +62,22 @@ class DCHLoss(HashLoss):
         norms = torch.stack([u.norm(dim=1) for u in codes])
         lengths = stack_hparam(losses, "code_length", longest)
         gamma = stack_hparam(losses, "gamma", longest)
-        d = losses[0]._cauchy_distance(torch.stack(prefix_products(codes)), _norm_products(norms), lengths)
-        cauchy = w * (s * torch.log(d / gamma) + torch.log(1 + gamma / d))
+        cauchy = _cauchy_terms(torch.stack(prefix_products(codes)), _norm_products(norms), w, s, lengths, gamma)
         return cauchy.mean(dim=(1, 2)) + torch.stack([loss._quantization(u) for loss, u in zip(losses, codes)])
+
+
+def _cauchy_terms(inner: Tensor, norms: Tensor, w: Tensor, s: Tensor, code_length, gamma) -> Tensor:
+    """The weighted Cauchy pair terms ``w [s log(d / gamma) + log(1 + gamma / d)]`` (..., B, B) from the
+    inner products and norm products; one length (floats) or all K at once (``(K, 1, 1)`` lengths, and
+    ``gamma`` a float or ``(K, 1, 1)``)."""
+    d = _cauchy_distance(inner, norms, code_length)
+    return w * (s * torch.log(d / gamma) + torch.log(1 + gamma / d))
+
+
+def _cauchy_distance(inner: Tensor, norms: Tensor, code_length) -> Tensor:
+    """DCH's distance ``(1 - min(cos, 0.99)) * L / 2``, the cosine with the norm product clamped at 1e-4."""
+    cos = inner / norms.clamp(min=1e-4)
+    return (1 - cos.clamp(max=0.99)) * code_length / 2
 
 
 def _pair_weights(y: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
