@@ -26,7 +26,7 @@ from nhllib.store.results import require_columns
 from nhllib.weight_sources import POOL_PREFIX, weight_source
 
 __all__ = ["regime_name", "regime_index", "add_regime", "regime_order", "regime_tables", "overall_sign_tests",
-           "speedup_with_share", "read_backbone_share", "plot_regime_differences", "regime_subset"]
+           "speedup_with_share", "read_backbone_share", "regime_subset"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,48 +163,3 @@ def speedup_with_share(speedup: pd.DataFrame, regimes: pd.DataFrame, share: pd.D
                     "speedup_max": float(group["speedup_mean"].max()),
                     "backbone_share": float(match["share"].iloc[0]) if len(match) else np.nan})
     return pd.DataFrame(out, columns=columns)
-
-
-def plot_regime_differences(verdict: pd.DataFrame, variant: str = "nhl"):
-    """One panel per regime: ``variant`` − ``separate`` (mAP points, paired by seed) per method and code length,
-    with its 95 % interval (from :func:`regime_tables`'s ``regime_verdict``); None when there is nothing to draw."""
-    import matplotlib.pyplot as plt
-
-    if verdict.empty:
-        logger.info("figure regime_differences skipped: no regime has both %s and separate runs", variant)
-        return None
-    regimes = list(dict.fromkeys(verdict["regime"]))
-    methods = sorted(verdict["method"].unique())
-    lengths = sorted(verdict["code_length"].unique())
-    colors = dict(zip(methods, plt.get_cmap("tab10").colors))
-    fig, axes = plt.subplots(1, len(regimes), figsize=(3.6 * len(regimes), 3.6), sharey=True, squeeze=False)
-    for ax, regime in zip(axes.flat, regimes):
-        part = verdict[verdict["regime"] == regime]
-        for j, method in enumerate(methods):
-            rows = part[part["method"] == method].sort_values("code_length")
-            if rows.empty:
-                continue
-            x = np.log2(rows["code_length"].to_numpy(float)) + (j - (len(methods) - 1) / 2) * 0.6 / len(methods)
-            y = 100 * rows["mean"].to_numpy(float)
-            lo = 100 * (rows["mean"] - rows["ci_low"]).to_numpy(float)
-            hi = 100 * (rows["ci_high"] - rows["mean"]).to_numpy(float)
-            ax.errorbar(x, y, yerr=[np.nan_to_num(lo), np.nan_to_num(hi)], fmt="o", ms=3.5, lw=0.9, capsize=1.5,
-                        color=colors[method], label=method)
-        ax.axhline(0, color="0.3", lw=0.8)
-        ax.set_xticks(np.log2(lengths), labels=[str(int(v)) for v in lengths])
-        ax.set_xlabel("code length (bits)")
-        n = part["n"]
-        ax.set_title(f"{regime}\n(n = {int(n.min())}{'' if n.min() == n.max() else f'–{int(n.max())}'} seed pairs)",
-                     fontsize=8.5)
-    axes.flat[0].set_ylabel(f"mAP({variant}) − mAP(separate), points")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    for ax in axes.flat[1:]:
-        more = ax.get_legend_handles_labels()
-        for h, lab in zip(*more):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 10), fontsize=8, frameon=False)
-    fig.suptitle(f"{variant} − separate per regime: mean over seeds, bar = 95 % t-interval", fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    return fig

@@ -2,7 +2,7 @@
 
 One module per figure family (:mod:`~nhllib.plots.accuracy`, :mod:`~nhllib.plots.cost`,
 :mod:`~nhllib.plots.training`, :mod:`~nhllib.plots.conflicts`, :mod:`~nhllib.plots.ranking`,
-:mod:`~nhllib.plots.retrieval`, :mod:`~nhllib.plots.diagrams`), the shared conventions in
+:mod:`~nhllib.plots.retrieval`, :mod:`~nhllib.plots.diagrams`, :mod:`~nhllib.plots.regimes`), the shared conventions in
 :mod:`~nhllib.plots.common` and the file I/O in :mod:`~nhllib.plots.saving`; every public name is re-exported
 here, so ``from nhllib import plots; plots.plot_map_vs_length(...)`` works.
 
@@ -33,11 +33,13 @@ from nhllib.plots.conflicts import plot_conflict_heatmap, plot_conflict_rates, p
 from nhllib.plots.cost import plot_speedup_vs_gain, plot_training_time
 from nhllib.plots.diagrams import plot_nested_layer, text_color_on
 from nhllib.plots.ranking import plot_curves, plot_ties
+from nhllib.plots.regimes import plot_regime_differences
 from nhllib.plots.retrieval import RETRIEVAL_SCALING_CONFIGURATIONS, plot_retrieval_scaling, plot_retrieval_tradeoff
 from nhllib.plots.saving import SLIDE_MIN_FONT, SLIDE_SIZE, default_output_dir, save_figure, save_slide
 from nhllib.plots.training import plot_learning_curve, plot_training_curves
 
 __all__ = [
+    "plot_regime_differences",
     "CAPTION_FONTSIZE",
     "COLLAPSED_COLOR",
     "METRIC_LABELS",
