@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import MemoryBankLoss, check_float, logistic_pair_nll
-from .pair_means import logistic_pair_mean
+from .base import MemoryBankLoss, check_float
+from .pair_means import LogisticPairs
 
 
-class DBDHLoss(MemoryBankLoss):
+class DBDHLoss(LogisticPairs, MemoryBankLoss):
     """DBDH loss; ``alpha`` weighs the bit-balance term of power ``p`` (reference 0.1, 2); ``pairs``
     is ``"bank"`` (the reference) or ``"batch"`` (in-batch pairs)."""
 
@@ -41,13 +41,6 @@ class DBDHLoss(MemoryBankLoss):
 
     def _transform(self, u: Tensor) -> Tensor:
         return u.clamp(min=-1, max=1)
-
-    def _pair_terms(self, inner: Tensor, distance: Tensor | None, similar: Tensor) -> Tensor:
-        return logistic_pair_nll(0.5 * inner, similar)
-
-    def _bank_pair_mean(self, inner: Tensor, code_squares: Tensor | None, bank_squares: Tensor | None,
-                        similar: Tensor) -> Tensor:
-        return logistic_pair_mean(inner, similar, 0.5)
 
     def _code_term(self, u: Tensor) -> Tensor:
         bit_mean = u.mean(dim=1)

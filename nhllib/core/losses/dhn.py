@@ -23,8 +23,8 @@ import math
 import torch
 from torch import Tensor
 
-from .base import MemoryBankLoss, check_float, logistic_pair_nll
-from .pair_means import logistic_pair_mean
+from .base import MemoryBankLoss, check_float
+from .pair_means import LogisticPairs
 
 
 def _log_cosh(x: Tensor) -> Tensor:
@@ -32,7 +32,7 @@ def _log_cosh(x: Tensor) -> Tensor:
     return ax + torch.log1p(torch.exp(-2 * ax)) - math.log(2.0)
 
 
-class DHNLoss(MemoryBankLoss):
+class DHNLoss(LogisticPairs, MemoryBankLoss):
     """DHN loss; ``alpha`` weighs the log-cosh quantisation term (reference 0.1); ``pairs`` is
     ``"bank"`` (the reference) or ``"batch"`` (in-batch pairs)."""
 
@@ -42,13 +42,6 @@ class DHNLoss(MemoryBankLoss):
                  alpha: float = 0.1, pairs: str = "bank") -> None:
         super().__init__(code_length, num_classes, num_train, seed=seed, pairs=pairs)
         self.alpha = check_float("alpha", alpha, minimum=0.0)
-
-    def _pair_terms(self, inner: Tensor, distance: Tensor | None, similar: Tensor) -> Tensor:
-        return logistic_pair_nll(0.5 * inner, similar)
-
-    def _bank_pair_mean(self, inner: Tensor, code_squares: Tensor | None, bank_squares: Tensor | None,
-                        similar: Tensor) -> Tensor:
-        return logistic_pair_mean(inner, similar, 0.5)
 
     def _code_term(self, u: Tensor) -> Tensor:
         return self.alpha * _log_cosh(u.abs() - 1).mean()

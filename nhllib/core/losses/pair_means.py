@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .base import logistic_pair_nll
+
 
 class _LogisticPairMean(torch.autograd.Function):
     """``mean(log(1 + e^θ) − s θ)`` for ``θ = scale · inner`` (the pairwise NLL of DHN and DBDH)."""
@@ -78,3 +80,15 @@ def contrastive_pair_mean(inner: Tensor, code_squares: Tensor, bank_squares: Ten
     (N,) the bank rows' squared norms, ``similar`` (B, N) the 0/1 similarities and ``m`` the margin.
     """
     return _ContrastivePairMean.apply(inner, code_squares, bank_squares, similar, m)
+
+
+class LogisticPairs:
+    """The pair terms of the logistic-likelihood bank losses (DHN, DBDH): -log p(s | sigma(theta)), theta = <u, b> / 2,
+    per pair and as the batch x bank mean with its written-out gradient. Mixed into a MemoryBankLoss."""
+
+    def _pair_terms(self, inner: Tensor, distance: Tensor | None, similar: Tensor) -> Tensor:
+        return logistic_pair_nll(0.5 * inner, similar)
+
+    def _bank_pair_mean(self, inner: Tensor, code_squares: Tensor | None, bank_squares: Tensor | None,
+                        similar: Tensor) -> Tensor:
+        return logistic_pair_mean(inner, similar, 0.5)
