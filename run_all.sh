@@ -20,7 +20,7 @@ profile_line() {
     full)      echo "10 methods, every variant, a distillation-weight sweep, the CNN: a workstation or GPU, hours" ;;
     paper)     echo "the paper's CIFAR-10 protocol (pretrained ResNet-50, 224 px): needs a GPU and CIFAR-10" ;;
     gpu)       echo "the default grid sized for one GPU (the CNN, the whole database, AMP); refused without CUDA" ;;
-    regimes)   echo "pretrained, frozen and from-scratch backbones, 5 seeds; about 2 h (estimated)" ;;
+    regimes)   echo "pretrained, frozen and CNN backbones beside the default study's MLP (run it first); about 2 h" ;;
     regimes_pilot) echo "the regimes study on tiny data, one seed: a few minutes, to try its pipeline" ;;
     regimes_lr) echo "how regimes.yaml's backbone learning-rate multipliers were chosen (validation mAP)" ;;
     *)         echo "see the comment at the top of studies/$1.yaml" ;;

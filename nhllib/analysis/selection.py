@@ -22,7 +22,7 @@ from nhllib.store.results import CONTEXT_COLUMNS, METRIC_KEYS, RUN_COLUMNS, load
 from nhllib.vocab import REFERENCE_VARIANT, VARIANTS
 
 __all__ = [
-    "load_study", "Study", "find_run", "variant_order", "reference_variant", "trained", "single_length_variant",
+    "load_study", "load_runs_of", "Study", "find_run", "variant_order", "reference_variant", "trained", "single_length_variant",
     "context_keys", "sort_variants", "check_unique_seeds", "per_length_rows", "run_level_rows", "run_index",
     "attach_runs", "select", "reference_distill_weight", "main_targets", "main_comparison",
 ]
@@ -242,12 +242,60 @@ class Study(NamedTuple):
     curves: Any
 
 
-def load_study(root: str | Path = "results", study: str | None = None) -> Study:
-    """Every table of the complete runs of ``study``, ready for :mod:`nhllib.analysis.tables` and :mod:`nhllib.plots`."""
-    metrics = load_results(root, study)
+def _study_names(study: str | None, with_studies: Sequence[str]) -> list[str | None]:
+    if isinstance(with_studies, str):
+        raise ValueError(f"with_studies must be a list of study names, got the string {with_studies!r}")
+    names = [study, *with_studies]
+    if study is None and with_studies:
+        raise ValueError("with_studies needs a main study (study=None reads every study already)")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"study {repeated[0]!r} is named twice (study={study!r}, with_studies={list(with_studies)})")
+    return names
+
+
+def _joined(frames: list[pd.DataFrame], names: list[str | None], root: str | Path,
+            per_run: bool = True) -> pd.DataFrame:
+    """Frames of several studies stacked; a study named in ``with_studies`` without complete runs (``per_run``:
+    every run has a row in these frames), or one run id in two studies (the same configuration trained twice,
+    which would count twice), is an error."""
+    for name, frame in zip(names[1:], frames[1:]):
+        if per_run and frame.empty:
+            raise FileNotFoundError(f"with_studies names study {name!r}, which has no complete run under {root}; "
+                                    f"run it first (./run_all.sh {name})")
+    kept = [frame for frame in frames if not frame.empty]
+    if not kept:
+        return pd.DataFrame()
+    if len(kept) > 1:
+        owners: dict[str, str] = {}
+        for name, frame in zip(names, frames):
+            for run_id in frame["run_id"].unique() if not frame.empty else ():
+                if run_id in owners and owners[run_id] != name:
+                    raise ValueError(f"run {run_id} is in study {owners[run_id]!r} and in study {name!r} under "
+                                     f"{root}: the same configuration would count twice; keep it in one study")
+                owners[run_id] = name
+    return pd.concat(kept, ignore_index=True)
+
+
+def load_runs_of(root: str | Path, study: str | None, with_studies: Sequence[str] = ()) -> pd.DataFrame:
+    """:func:`nhllib.store.results.load_runs` of ``study`` and of every study in ``with_studies``, stacked."""
+    names = _study_names(study, with_studies)
+    return _joined([load_runs(root, name) for name in names], names, root)
+
+
+def load_study(root: str | Path = "results", study: str | None = None, with_studies: Sequence[str] = ()) -> Study:
+    """Every table of the complete runs of ``study``, ready for :mod:`nhllib.analysis.tables` and :mod:`nhllib.plots`.
+
+    ``with_studies`` adds the complete runs of other studies under the same root, as if they were this study's
+    (the regimes study takes its MLP-from-scratch regime from the default study this way, instead of training the
+    same configurations again). A run id found in two of them is an error, as is a named study without runs.
+    """
+    names = _study_names(study, with_studies)
+    metrics = _joined([load_results(root, name) for name in names], names, root)
     runs = run_index(metrics)
     return Study(
         runs=runs, metrics=metrics,
-        **{name: attach_runs(load_results(root, study, f"{name}.csv"), runs)
-           for name in ("history", "conflicts", "curves")},
+        **{table: attach_runs(_joined([load_results(root, name, f"{table}.csv") for name in names], names, root,
+                                      per_run=False), runs)
+           for table in ("history", "conflicts", "curves")},
     )

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from nhllib.store.locks import LockedError
-from nhllib.store.results import RunStore
+from nhllib.store.results import RunStore, complete_runs
 from nhllib.study.execution import run_study
 from nhllib.study.executors import EXECUTORS, SlurmOptions, make_executor
 from nhllib.study.preflight import PreflightError, check_study
@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         except PreflightError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+    missing_studies = _missing_studies(profile, results_root)
+    if missing_studies:
+        print(f"error: {missing_studies}", file=sys.stderr)
+        return 2
     children = Children()
 
     def stop(signum, _frame):
@@ -144,6 +148,23 @@ def main(argv: list[str] | None = None) -> int:
         print("failed:", *failures, sep="\n  ", file=sys.stderr)
         return 1
     return 0
+
+
+def _missing_studies(profile, results_root: Path) -> str:
+    """What is wrong with the studies the profile's analysis reads besides its own (empty: nothing), said before
+    any run starts rather than after hours of training."""
+    problems = []
+    for name in profile.with_studies:
+        try:
+            if not complete_runs(results_root, name):
+                problems.append(f"study {name!r} has no complete run under {results_root}")
+        except (OSError, ValueError) as err:  # an unreadable folder, or a damaged run (DamagedRunError)
+            problems.append(f"study {name!r}: {err}")
+    if not problems:
+        return ""
+    return (f"the analysis of profile {profile.name!r} reads the runs of {list(profile.with_studies)} "
+            f"(with_studies) as well as its own, but {'; '.join(problems)}. Run "
+            + " and ".join(f"./run_all.sh {name}" for name in profile.with_studies) + " first, with the same --results")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,12 @@ class Profile:
     slurm: dict[str, Any] = field(default_factory=dict)  # SlurmOptions fields for --executor slurm
     exercises: bool = False  # check the course kit after the analysis (check_exercises)
 
+    @property
+    def with_studies(self) -> tuple[str, ...]:
+        """Other studies whose complete runs the analysis reads with this one's (a notebook's ``with_studies``)."""
+        names = (name for params in self.analysis.values() for name in params.get("with_studies") or ())
+        return tuple(dict.fromkeys(names))
+
 
 def available_profiles(profiles_dir: Path = PROFILES_DIR) -> list[str]:
     return sorted(p.stem for p in profiles_dir.glob("*.yaml"))
@@ -151,6 +157,9 @@ def _check_analysis(source: str, analysis: dict[str, Any]) -> None:
                              f"{_unknown(bad, settable, f'this notebook takes {settable}')}"
                              + ("; study and results_root are set by the driver" if set(bad) & set(DRIVER_PARAMETERS)
                                 else ""))
+        others = params.get("with_studies", [])
+        if not isinstance(others, list) or not all(isinstance(name, str) and name for name in others):
+            raise ValueError(f"{where}: with_studies must be a list of study names, e.g. [default], got {others!r}")
 
 
 def check_profile(spec: Any, source: str = "profile") -> None:
