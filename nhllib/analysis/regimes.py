@@ -26,7 +26,7 @@ from nhllib.store.results import require_columns
 from nhllib.weight_sources import POOL_PREFIX, weight_source
 
 __all__ = ["regime_name", "regime_index", "add_regime", "regime_order", "regime_tables", "overall_sign_tests",
-           "speedup_with_share", "read_backbone_share", "regime_subset"]
+           "speedup_with_share", "read_backbone_share", "regime_subset", "choose_regime"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,25 @@ def regime_subset(frame: pd.DataFrame, regimes: pd.DataFrame, regime: str) -> pd
     """The rows of ``frame`` whose run belongs to ``regime``."""
     ids = set(regimes.loc[regimes["regime"].astype(str) == regime, "run_id"])
     return frame[frame["run_id"].isin(ids)]
+
+
+def choose_regime(runs: pd.DataFrame, regime: str = "") -> tuple[str, set[str]]:
+    """The regime a notebook shows and its run ids: ``regime``, or the first in order when it is empty.
+
+    ``runs`` is :func:`nhllib.store.results.load_runs`. A study with a single regime gives ``("", every run id)``
+    when ``regime`` is empty, so that notebooks read it as before; a regime the study does not have is an error
+    naming the ones it has.
+    """
+    if runs.empty:
+        return "", set()
+    index = regime_index(runs)
+    names = regime_order(index)
+    if not regime and len(names) == 1:
+        return "", set(index["run_id"])
+    chosen = regime or names[0]
+    if chosen not in names:
+        raise ValueError(f"regime must be one of {names}, got {chosen!r}")
+    return chosen, set(regime_subset(index, index, chosen)["run_id"])
 
 
 def _stack(per_regime: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -207,13 +207,17 @@ def main_comparison(frame: pd.DataFrame, distill_weight: float | None = None) ->
     return frame[keep].reset_index(drop=True)
 
 
-def find_run(results_root: str | os.PathLike, study: str, method: str, variant: str, seed: int) -> Path:
+def find_run(results_root: str | os.PathLike, study: str, method: str, variant: str, seed: int,
+             among: set[str] | None = None) -> Path:
     """The folder of the complete run of ``method`` × ``variant`` × ``seed`` at the study's main λ.
 
     The main λ is :func:`reference_distill_weight` (runs of a λ sweep are left out). Among
-    several matching runs (e.g. different code lengths) the one with the most code lengths is taken.
+    several matching runs (e.g. different code lengths) the one with the most code lengths is taken. ``among``
+    (run ids) narrows the search first, e.g. to one regime (:func:`nhllib.analysis.regimes.choose_regime`).
     """
     runs = load_runs(results_root, study)
+    if among is not None and not runs.empty:
+        runs = runs[runs["run_id"].isin(among)]
     matching = select(runs, method=method, variant=variant, seed=seed) if not runs.empty else runs
     if not matching.empty:
         matching = main_comparison(matching.assign(distill_weight=matching["distill_weight"].astype(float)),
@@ -222,7 +226,8 @@ def find_run(results_root: str | os.PathLike, study: str, method: str, variant: 
         have = sorted({(r.method, r.variant, int(r.seed)) for r in runs.itertuples()}) if not runs.empty else []
         raise FileNotFoundError(
             f"no complete run of method {method!r}, variant {variant!r}, seed {seed} in study {study!r} under "
-            f"{results_root} (at the main distillation weight); runs there (method, variant, seed): "
+            f"{results_root} (at the main distillation weight{'; among the runs asked for' if among is not None else ''}); "
+            f"runs there (method, variant, seed): "
             f"{have[:20]}{' ...' if len(have) > 20 else ''}"
         )
     order = matching.assign(_n=matching["code_lengths"].astype(str).str.count("-")).sort_values(

@@ -83,3 +83,24 @@ def test_a_profile_names_other_studies_as_a_list(tmp_path):
     spec = {"study": "s", "grid": [{"method": "csq"}], "analysis": {"03_figures.ipynb": {"with_studies": "default"}}}
     with pytest.raises(ValueError, match="with_studies must be a list of study names"):
         check_profile(spec, "s.yaml")
+
+
+def test_a_notebook_shows_one_regime_of_several_and_finds_its_run_there(tmp_path):
+    from nhllib.analysis.regimes import choose_regime
+    from nhllib.analysis.selection import find_run
+    from nhllib.store.results import load_runs
+
+    scratch = _write_run(tmp_path, "s", "csq", 0)
+    pretrained = _write_run(tmp_path, "s", "csq", 0, pretrained="pool-in-domain")
+    runs = load_runs(tmp_path, "s")
+    assert choose_regime(runs) == ("mlp from scratch", {scratch})  # empty: the first in order
+    chosen, keep = choose_regime(runs, "mlp in-domain pretrained, fine-tuned")
+    assert (chosen, keep) == ("mlp in-domain pretrained, fine-tuned", {pretrained})
+    assert find_run(tmp_path, "s", "csq", "nhl", 0, among=keep).name == pretrained
+    assert find_run(tmp_path, "s", "csq", "nhl", 0, among={scratch}).name == scratch
+    with pytest.raises(ValueError, match=r"regime must be one of \['mlp from scratch', 'mlp in-domain"):
+        choose_regime(runs, "mlp coarse pretrained, fine-tuned")
+    with pytest.raises(FileNotFoundError, match="among the runs asked for"):
+        find_run(tmp_path, "s", "dsh", "nhl", 0, among=keep)
+    single = load_runs(tmp_path, "s").query("run_id == @scratch")
+    assert choose_regime(single) == ("", {scratch})  # one regime: nothing to choose, every run
