@@ -5,7 +5,7 @@ seeded grid trained on another processor gives slightly different models. This m
 the study's conclusions: per method, variant and code length, the ``nhl`` and ``separate`` query mAPs of both runs,
 their paired difference in each, and whether the verdict (gain / tie / lose) is the same.
 
-    python -m nhllib.analysis.compare_studies BEFORE_TABLES AFTER_TABLES --out results/two_machines
+    python -m nhllib.analysis.compare_studies BEFORE_TABLES AFTER_TABLES --out results/two_machines/BEFORE_vs_AFTER
 
 reads ``verdict.csv`` from both folders and writes ``verdicts.csv`` / ``.md`` (one row per cell) and
 ``summary.csv`` / ``.md`` (counts of changed verdicts, the largest mAP moves). Torch-free.
