@@ -114,7 +114,12 @@ def plot_ablation(metrics: pd.DataFrame, variants: Sequence[str] | None = None, 
     delta = tables.delta_table(rows, metric)
     reference = tables.reference_table(tables.main_comparison(metrics, distill_weight), metric)
     flagged, collapse_note = _collapse_flags(tables.main_comparison(metrics, distill_weight), metric)
-    methods = sorted(table["method"].unique())
+    # The ablation is about the methods run with more than one nested variant; the others (nhl only) are the
+    # verdict figure's. A study where no method has two keeps them all.
+    counts = table.groupby("method")["variant"].nunique()
+    methods = sorted(counts.index[counts > 1]) or sorted(counts.index)
+    table = table[table["method"].isin(methods)]
+    delta = delta[delta["method"].isin(methods)] if not delta.empty else delta
     present = _ordered_variants(table["variant"])
     colors = _variant_colors(present)
     show_delta = not delta.empty
@@ -123,8 +128,9 @@ def plot_ablation(metrics: pd.DataFrame, variants: Sequence[str] | None = None, 
         note += (f" Right: paired difference to {baseline} (same seed); "
                  + ("one pair per point." if (delta["n"] <= 1).all() else "mean ± std over the paired seeds."))
     with _style():
-        fig, axes, caption = _grid(len(methods) * (2 if show_delta else 1), 4 if show_delta else 4,
-                                   _caption(rows, note), panel=(3.6, 2.8))
+        # With the difference: one method per row, its mAP left and its difference right.
+        fig, axes, caption = _grid(len(methods) * (2 if show_delta else 1), 2 if show_delta else 3,
+                                   _caption(rows[rows["method"].isin(methods)], note), panel=(3.6, 2.8))
         handles = []
         panels = [(method, kind) for method in methods for kind in (["map", "delta"] if show_delta else ["map"])]
         for ax, (method, kind) in zip(axes.flat, panels):
