@@ -126,10 +126,11 @@ def _place_labels(ax, xs, ys, labels, color, placed: list, every, fontsize: floa
             x0 = px + pad if side > 0 else px - pad - width
             y0 = py + lift * height
             box = (x0, y0, x0 + width, y0 + height)
-            hits = sum(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed)
-            frame = ax.bbox  # a label leaving the panel runs into the tick labels or is cut at the figure's edge
-            if box[0] < frame.x0 or box[2] > frame.x1 or box[1] < frame.y0 or box[3] > frame.y1:
-                hits += 100
+            # Cost of a spot: 2 per label it covers, 1.5 for leaving the panel sideways, 1 per marker it covers.
+            hits = 2 * sum(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed)
+            frame = ax.bbox  # a label out at the side runs into the tick labels or is cut at the figure's edge
+            if box[0] < frame.x0 or box[2] > frame.x1:  # above or below the frame still reads
+                hits += 1.5
             if len(others):
                 hits += int(np.sum((others[:, 0] > box[0] - 3) & (others[:, 0] < box[2] + 3)
                                    & (others[:, 1] > box[1] - 3) & (others[:, 1] < box[3] + 3)))
