@@ -49,7 +49,9 @@ def save_figure(fig: Figure | None, directory: str | Path, name: str, dpi: int =
         os.fchmod(fd, 0o666 & ~process_umask())  # mkstemp's 0600 would hide figures from a shared machine's users
         os.close(fd)
         try:
-            fig.savefig(tmp, format=fmt, dpi=dpi, metadata={"Creator": "nhllib"} if fmt == "png" else None)
+            # No creation date in a PDF: a redrawn figure with the same content is the same file (no git churn).
+            metadata = {"Creator": "nhllib"} if fmt == "png" else {"Creator": "nhllib", "CreationDate": None}
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata if fmt in ("png", "pdf") else None)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
