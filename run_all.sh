@@ -117,5 +117,10 @@ if [ "$status" -eq 0 ] && [ "$profile" = default ] && [[ " $* " != *" --results"
   # the README's generated findings block, from the tables just written (a prose number not in its tables is listed)
   "$NHL_PYTHON" -m nhllib.analysis.findings || echo "run_all.sh: README findings: numbers to check are listed above" >&2
 fi
+if [ "$status" -eq 0 ] && [ "$profile" = regimes ] && [[ " $* " != *" --results"* ]]; then
+  # the starting backbones' probe accuracies beside the study's tables, then the README's regimes block
+  "$NHL_PYTHON" -m nhllib.study.pretrain regimes --csv results/regimes/tables/pretrained_backbones.csv >/dev/null \
+    && "$NHL_PYTHON" -m nhllib.analysis.regime_findings || status=$?
+fi
 echo "run_all.sh $profile: $(( $(date +%s) - start )) s, exit status $status"
 exit $status

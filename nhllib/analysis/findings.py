@@ -170,7 +170,8 @@ def findings_section(text: str, heading: str = SECTION) -> str:
     if BEGIN in body and END in body:
         head, rest = body.split(BEGIN, 1)
         body = head + rest.split(END, 1)[1]
-    return body
+    # any other generated block (<!-- name:begin ... --> ... <!-- name:end -->) is checked by its own test
+    return re.sub(r"<!-- (\w+):begin.*?<!-- \1:end -->", "", body, flags=re.S)
 
 
 def _paragraphs(text: str) -> list[str]:

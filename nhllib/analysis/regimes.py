@@ -173,6 +173,8 @@ def speedup_with_share(speedup: pd.DataFrame, regimes: pd.DataFrame, share: pd.D
         return pd.DataFrame(columns=columns)
     out = []
     for regime, group in rows.groupby("regime", sort=False):
+        if "distill_weight" in group and group["distill_weight"].nunique() > 1:  # a λ sweep: its main λ only
+            group = group[group["distill_weight"] == group["distill_weight"].value_counts().idxmax()]
         backbone = str(regime).split(" ", 1)[0]
         frozen = str(regime).endswith("frozen")
         match = share[(share["backbone"] == backbone) & (share["frozen"] == frozen)] if not share.empty else share

@@ -132,3 +132,13 @@ def test_the_figure_has_a_panel_per_regime_and_reads_at_readme_width(synthetic):
     assert smallest >= plots.MIN_FONT_PT - 1e-9
     assert plots.plot_regime_differences(verdict.iloc[:0]) is None
 
+
+
+def test_a_lambda_sweep_does_not_weigh_into_a_regimes_speedup():
+    speedup = pd.DataFrame([
+        {"regime": "mlp from scratch", "method": "csq", "variant": "nhl", "distill_weight": w, "speedup_mean": s}
+        for w, s in ((1.0, 3.0), (0.1, 9.0), (3.0, 9.0))] + [
+        {"regime": "mlp from scratch", "method": "dsh", "variant": "nhl", "distill_weight": 1.0, "speedup_mean": 5.0}])
+    table = regimes.speedup_with_share(speedup, pd.DataFrame(), pd.DataFrame(columns=["backbone", "frozen", "share"]))
+    row = table.iloc[0]
+    assert (row["methods"], row["speedup_mean"], row["speedup_max"]) == (2, pytest.approx(4.0), pytest.approx(5.0))

@@ -166,3 +166,26 @@ def test_a_second_trainer_waits_for_the_lock_then_reads_the_entry(data_dir, monk
             pretrain.ensure_pretrained(spec, built.data, lock_wait_s=0)
     (entry / "moved.json").rename(entry / "pretrain.json")
     assert not pretrain.ensure_pretrained(spec, built.data).trained_now
+
+
+def test_the_pretrain_command_writes_each_backbones_probe_accuracy(data_dir, tmp_path):
+    """``python -m nhllib.study.pretrain PROFILE --csv PATH``: one row per pool-pretrained backbone of the profile,
+    with the probe accuracy its cache entry records (what the README's regimes section cites)."""
+    import pandas as pd
+    import yaml
+
+    from nhllib.study import pretrain as pretrain_command
+
+    defaults = {k: v for k, v in TINY.items() if k not in ("study", "code_lengths")}
+    profile = tmp_path / "p.yaml"
+    profile.write_text(yaml.safe_dump({
+        "study": "p", "defaults": {**defaults, "data_dir": data_dir, "pretrain_recipe": "smoke", "code_lengths": [8, 16]},
+        "grid": [{"pretrained": "pool-in-domain"}, {"pretrained": "pool-coarse"}, {"pretrained": False}]}))
+    out = tmp_path / "tables" / "pretrained_backbones.csv"
+    assert pretrain_command.main([str(profile), "--csv", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert sorted(table["labels"]) == ["coarse", "in-domain"] and set(table["backbone"]) == {"mlp"}
+    for row in table.itertuples():
+        record = json.loads((pretrain.cache_root(data_dir) / row.name / "pretrain.json").read_text())
+        assert row.probe_accuracy == pytest.approx(record["probe_accuracy"])
+        assert row.pool_images == record["pool"]["images"]
