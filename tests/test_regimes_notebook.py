@@ -49,3 +49,31 @@ def test_03_figures_renders_the_regimes_of_a_study_with_several(tmp_path):
     assert (figures / "regime_differences.png").is_file()
     # the usual tables after the regime section hold the first regime only
     assert not any(r.endswith("-pool") for r in pd.read_csv(tables_dir / "collapsed.csv")["run_id"])
+
+
+@pytest.mark.slow
+def test_03_figures_reads_a_regime_from_another_study_and_02_shows_the_chosen_regime(tmp_path):
+    """The regimes profile's wiring: its own runs (pretrained) plus the default study's (from scratch) through
+    with_studies; 02_gradient_conflicts on the chosen regime only (04_retrieval's choice, find_run among a regime's
+    runs, is tested in tests/analysis/test_with_studies.py: the fake runs hold no codes)."""
+    papermill = pytest.importorskip("papermill")
+    root = tmp_path / "results"
+    write_fake_study(root, "base")
+    _second_regime(root, "base")
+    (root / "regimes").mkdir()
+    for twin in sorted((root / "base").glob("*-pool")):  # the pretrained regime lives in its own study
+        shutil.move(str(twin), str(root / "regimes" / twin.name))
+    papermill.execute_notebook(str(REPO / "notebooks" / "03_figures.ipynb"), str(tmp_path / "out03.ipynb"),
+                               parameters={"study": "regimes", "results_root": str(root), "with_studies": ["base"]},
+                               cwd=str(REPO), kernel_name="python3", progress_bar=False)
+    verdict = pd.read_csv(root / "regimes" / "tables" / "regime_verdict.csv")
+    assert len(set(verdict["regime"])) == 2  # from scratch (the other study) and pretrained (this one)
+    chosen = next(r for r in verdict["regime"] if "pretrained" in r)
+    for notebook in ("02_gradient_conflicts",):
+        out = tmp_path / f"{notebook}.ipynb"
+        papermill.execute_notebook(str(REPO / "notebooks" / f"{notebook}.ipynb"), str(out),
+                                   parameters={"study": "regimes", "results_root": str(root), "regime": chosen},
+                                   cwd=str(REPO), kernel_name="python3", progress_bar=False)
+        printed = "".join("".join(o.get("text", "")) for c in json.loads(out.read_text())["cells"]
+                          for o in c.get("outputs", []))
+        assert f"regime {chosen!r}" in printed, notebook
