@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["BEGIN", "END", "SECTION", "render_findings", "update_readme", "findings_section", "check_numbers",
+__all__ = ["BEGIN", "END", "SECTION", "render_findings", "update_readme", "replace_block", "findings_section", "check_numbers",
            "main"]
 
 logger = logging.getLogger(__name__)
@@ -138,24 +138,31 @@ def render_findings(tables_dir: str | Path = "results/tables") -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def update_readme(readme: str | Path = PROJECT_ROOT / "README.md", tables_dir: str | Path | None = None,
-                  check: bool = False) -> bool:
-    """Replace the text between :data:`BEGIN` and :data:`END` with :func:`render_findings`; returns whether it
-    changed. ``check=True`` writes nothing (a stale block returns True). The markers must already be there."""
+def replace_block(readme: str | Path, begin: str, end: str, body: str, check: bool = False) -> bool:
+    """Put ``body`` between the markers ``begin`` and ``end`` of ``readme``; returns whether that changed the file.
+    ``check=True`` writes nothing (a stale block returns True). The markers must already be there."""
     readme = Path(readme)
-    tables_dir = Path(tables_dir) if tables_dir is not None else readme.parent / "results" / "tables"
     text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme} lacks the markers {BEGIN!r} and {END!r}; put them in the findings section")
-    head, rest = text.split(BEGIN, 1)
-    _old, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n{render_findings(tables_dir)}{END}{tail}"
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme} lacks the markers {begin!r} and {end!r}; put them in its section")
+    head, rest = text.split(begin, 1)
+    _old, tail = rest.split(end, 1)
+    new = f"{head}{begin}\n{body}{end}{tail}"
     changed = new != text
     if changed and not check:
         from nhllib.store.results import atomic_write_text
 
         atomic_write_text(readme, new)
     return changed
+
+
+def update_readme(readme: str | Path = PROJECT_ROOT / "README.md", tables_dir: str | Path | None = None,
+                  check: bool = False) -> bool:
+    """Replace the text between :data:`BEGIN` and :data:`END` with :func:`render_findings`; returns whether it
+    changed. ``check=True`` writes nothing (a stale block returns True). The markers must already be there."""
+    readme = Path(readme)
+    tables_dir = Path(tables_dir) if tables_dir is not None else readme.parent / "results" / "tables"
+    return replace_block(readme, BEGIN, END, render_findings(tables_dir), check)
 
 
 # ---------------------------------------------------------------- checking

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nhllib.analysis.findings import PROJECT_ROOT
+from nhllib.analysis.findings import PROJECT_ROOT, replace_block
 
 __all__ = ["BEGIN", "END", "render_regime_findings", "update_readme", "main"]
 
@@ -187,18 +187,7 @@ def update_readme(readme: str | Path = PROJECT_ROOT / "README.md", tables_dir: s
     nothing). The markers must already be in the README."""
     readme = Path(readme)
     tables_dir = Path(tables_dir) if tables_dir is not None else readme.parent / TABLES
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme} lacks the markers {BEGIN!r} and {END!r}; put them in the regimes section")
-    head, rest = text.split(BEGIN, 1)
-    _old, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n{render_regime_findings(tables_dir)}{END}{tail}"
-    changed = new != text
-    if changed and not check:
-        from nhllib.store.results import atomic_write_text
-
-        atomic_write_text(readme, new)
-    return changed
+    return replace_block(readme, BEGIN, END, render_regime_findings(tables_dir), check)
 
 
 def main(argv: list[str] | None = None) -> int:
