@@ -261,25 +261,24 @@ def _study_names(study: str | None, with_studies: Sequence[str]) -> list[str | N
 
 def _joined(frames: list[pd.DataFrame], names: list[str | None], root: str | Path,
             per_run: bool = True) -> pd.DataFrame:
-    """Frames of several studies stacked; a study named in ``with_studies`` without complete runs (``per_run``:
-    every run has a row in these frames), or one run id in two studies (the same configuration trained twice,
-    which would count twice), is an error."""
-    for name, frame in zip(names[1:], frames[1:]):
-        if per_run and frame.empty:
-            raise FileNotFoundError(f"with_studies names study {name!r}, which has no complete run under {root}; "
-                                    f"run it first (./run_all.sh {name})")
-    kept = [frame for frame in frames if not frame.empty]
-    if not kept:
-        return pd.DataFrame()
-    if len(kept) > 1:
-        owners: dict[str, str] = {}
+    """Frames of several studies stacked. For tables with a row per run (``per_run``: metrics, runs) a study named
+    in ``with_studies`` without complete runs, or one run id in two studies (the same configuration trained twice,
+    which would count twice), is an error; the per-epoch tables of the same runs need no second check."""
+    if per_run:
+        for name, frame in zip(names[1:], frames[1:]):
+            if frame.empty:
+                raise FileNotFoundError(f"with_studies names study {name!r}, which has no complete run under "
+                                        f"{root}; run it first (./run_all.sh {name})")
+        owners: dict[str, str | None] = {}
         for name, frame in zip(names, frames):
-            for run_id in frame["run_id"].unique() if not frame.empty else ():
-                if run_id in owners and owners[run_id] != name:
-                    raise ValueError(f"run {run_id} is in study {owners[run_id]!r} and in study {name!r} under "
-                                     f"{root}: the same configuration would count twice; keep it in one study")
-                owners[run_id] = name
-    return pd.concat(kept, ignore_index=True)
+            ids = set(frame["run_id"]) if not frame.empty else set()
+            twice = sorted(ids & owners.keys())
+            if twice:
+                raise ValueError(f"run {twice[0]} is in study {owners[twice[0]]!r} and in study {name!r} under "
+                                 f"{root}: the same configuration would count twice; keep it in one study")
+            owners.update(dict.fromkeys(ids, name))
+    kept = [frame for frame in frames if not frame.empty]
+    return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
 
 
 def load_runs_of(root: str | Path, study: str | None, with_studies: Sequence[str] = ()) -> pd.DataFrame:
